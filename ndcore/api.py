@@ -1,0 +1,52 @@
+"""Building a run from specs or objects (shared by ``ndcore.dissect`` and the CLI)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence, Tuple, Union
+
+from torch import nn
+
+from .data.probe import ProbeSource
+from .engine import Dissection, DissectOptions
+from .models import ModelAdapter, ModelRequest, parse_normalize
+from .plugins import DatasetRequest, get_plugin_manager
+from .results import DissectionResult
+
+
+def resolve_model(model: Union[str, ModelAdapter, nn.Module], weights: Optional[str] = None,
+                  random_init: bool = False, normalize: Optional[str] = None,
+                  resize: Optional[Tuple[int, int]] = None) -> ModelAdapter:
+    if isinstance(model, str):
+        adapter = get_plugin_manager().build_model(model, ModelRequest(weights, random_init))
+    elif isinstance(model, ModelAdapter):
+        adapter = model
+    elif isinstance(model, nn.Module):
+        adapter = ModelAdapter(spec=f"module:{type(model).__name__}", module=model)
+    else:
+        raise TypeError(f"model must be a spec, a ModelAdapter or an nn.Module, not {type(model)}")
+    if normalize:
+        adapter.preprocess = parse_normalize(normalize)
+    if resize:
+        adapter.preprocess.resize = tuple(resize)
+    return adapter
+
+
+def resolve_dataset(dataset: Union[str, ProbeSource], categories: Optional[Sequence[str]] = None,
+                    max_images: Optional[int] = None) -> ProbeSource:
+    if isinstance(dataset, str):
+        request = DatasetRequest(categories=list(categories) if categories else None,
+                                 max_images=max_images)
+        return get_plugin_manager().build_dataset(dataset, request)
+    return dataset
+
+
+def run_dissection(model, layers, dataset, out=None, *, weights=None, random_init=False,
+                   normalize=None, resize=None, quiet=True, **options) -> DissectionResult:
+    opts = DissectOptions(**options)
+    adapter = resolve_model(model, weights, random_init, normalize, resize)
+    source = resolve_dataset(dataset, opts.categories, opts.max_images)
+    if isinstance(layers, str):
+        layers = [l for l in layers.split(",") if l]
+    run = Dissection(adapter, layers, source, opts, Path(out) if out else None, quiet=quiet)
+    return run.run()

@@ -1,0 +1,253 @@
+"""The ``ndcore`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from rich.console import Console
+from rich.table import Table
+
+from .errors import NdcoreError
+
+console = Console()
+
+
+def _parse_thresholds(values: List[str]) -> Dict[str, str]:
+    out = {}
+    for value in values or []:
+        layer, sep, path = value.partition("=")
+        if not sep or not layer or not path:
+            raise NdcoreError(f"--thresholds {value!r}: expected LAYER=FILE.npy")
+        out[layer] = path
+    return out
+
+
+def _csv_list(value: Optional[str]) -> Optional[List[str]]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def _resize(value: Optional[str]):
+    if not value:
+        return None
+    parts = value.lower().replace("x", ",").split(",")
+    try:
+        size = [int(p) for p in parts]
+    except ValueError:
+        raise NdcoreError(f"--resize {value!r}: expected N or HxW") from None
+    return (size[0], size[0]) if len(size) == 1 else tuple(size[:2])
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--union", default="paper", choices=["paper", "lite", "plain"],
+                   help="union convention (METHOD.md section 2)")
+    p.add_argument("--quantile", type=float, default=0.005, help="top quantile per unit")
+    p.add_argument("--quantile-on", default="raw", choices=["raw", "upsampled"],
+                   help="take the quantile over the layer maps or the upsampled maps")
+    p.add_argument("--cutoff", type=float, default=0.04, help="IoU above which a unit detects")
+    p.add_argument("--categories", help="comma-separated subset of categories")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    p.add_argument("--topk", type=int, default=10, help="top images kept per unit")
+    p.add_argument("--max-images", type=int, help="use only the first N images")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def cmd_dissect(args) -> int:
+    from .api import run_dissection
+
+    result = run_dissection(
+        args.model, _csv_list(args.layers) or [], args.dataset, args.out,
+        weights=args.weights, random_init=args.random_init, normalize=args.normalize,
+        resize=_resize(args.resize), quiet=args.quiet, union=args.union,
+        quantile=args.quantile, quantile_on=args.quantile_on, cutoff=args.cutoff,
+        categories=_csv_list(args.categories), thresholds=_parse_thresholds(args.thresholds),
+        batch_size=args.batch_size, device=args.device, workers=args.workers, topk=args.topk,
+        max_images=args.max_images,
+    )
+    print_summary(result)
+    console.print(f"results written to [bold]{args.out}[/bold]")
+    return 0
+
+
+def print_summary(result, top: int = 5) -> None:
+    cats = result.vocabulary.categories
+    table = Table(title="Interpretability per layer (detectors / unique detectors)")
+    table.add_column("layer")
+    table.add_column("units", justify="right")
+    table.add_column("detectors", justify="right")
+    table.add_column("unique", justify="right")
+    for cat in cats:
+        table.add_column(cat, justify="right")
+    for name, lr in result.layers.items():
+        s = lr.summary()
+        table.add_row(name, str(s["units"]), str(s["detectors"]), str(s["unique_detectors"]),
+                      *[f"{s['categories'][c]['detectors']}/{s['categories'][c]['unique']}"
+                        for c in cats])
+    console.print(table)
+    for name, lr in result.layers.items():
+        t = Table(title=f"{name}: top units (IoU > {lr.cutoff:g} is a detector)")
+        for col in ("unit", "label", "category", "IoU"):
+            t.add_column(col)
+        for u in sorted(lr.units, key=lambda u: -u.iou)[:top]:
+            t.add_row(str(u.unit), u.label, u.category, f"{u.iou:.3f}")
+        console.print(t)
+
+
+def cmd_summary(args) -> int:
+    from .results import DissectionResult
+
+    result = DissectionResult.load(args.run, union=args.union, cutoff=args.cutoff,
+                                   categories=_csv_list(args.categories))
+    print_summary(result, top=args.top)
+    if args.write:
+        result.write_labels()
+        console.print(f"relabelled tally.csv and summaries written to {args.run}")
+    return 0
+
+
+def cmd_layers(args) -> int:
+    from .api import resolve_model
+    from .capture import layer_shapes
+
+    adapter = resolve_model(args.model, args.weights, random_init=True)
+    size = _resize(args.input_size) or adapter.input_size
+    shapes = layer_shapes(adapter.module, size)
+    table = Table(title=f"{adapter.spec}: modules and output shapes for input {size[0]}x{size[1]}")
+    table.add_column("layer")
+    table.add_column("type")
+    table.add_column("output shape")
+    table.add_column("dissectable")
+    modules = dict(adapter.module.named_modules())
+    for name, shape in shapes.items():
+        ok = shape is not None and len(shape) == 4
+        table.add_row(name, type(modules[name]).__name__, str(list(shape) if shape else "-"),
+                      "yes" if ok else "")
+    console.print(table)
+    return 0
+
+
+def cmd_plugins(args) -> int:
+    from .plugins import get_plugin_manager
+
+    table = Table(title="ndcore plugins")
+    for col in ("plugin", "distribution", "version", "models", "datasets", "status"):
+        table.add_column(col)
+    for info in get_plugin_manager().plugin_infos():
+        status = f"[red]failed: {info.error}[/red]" if info.error else "ok"
+        table.add_row(info.name, info.distribution, info.version, ", ".join(info.models),
+                      ", ".join(info.datasets), status)
+    console.print(table)
+    return 0
+
+
+def cmd_info(args) -> int:
+    import numpy
+    import torch
+
+    from . import __version__
+    from .ops import extension_info
+
+    ext = extension_info()
+    table = Table(title="ndcore info", show_header=False)
+    table.add_row("ndcore", __version__)
+    table.add_row("python", sys.version.split()[0])
+    table.add_row("torch", f"{torch.__version__} (CUDA build: {torch.version.cuda or 'no'})")
+    table.add_row("numpy", numpy.__version__)
+    table.add_row("extension ndcore._C", "loaded" if ext["loaded"] else f"[red]missing: {ext['error']}[/red]")
+    table.add_row("compiled kernels", ", ".join(k for k in ("CPU", "CUDA") if ext["loaded"] and (k == "CPU" or ext["cuda"])) or "none (reference fallback)")
+    table.add_row("OpenMP", str(bool(ext.get("openmp"))))
+    table.add_row("CPU threads", str(torch.get_num_threads()))
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    table.add_row("CUDA devices", ", ".join(gpus) or "none")
+    console.print(table)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo.run import run_demo
+
+    run_demo(out=args.out, size=args.size, quiet=args.quiet, workers=args.workers)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ndcore", description="Network Dissection, fast.")
+    parser.add_argument("--log-file", help="also write log messages and warnings to this file")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("dissect", help="dissect layers of a model on a probe dataset")
+    p.add_argument("--model", required=True, help="torchvision:NAME, python:FILE.py:FACTORY, demo")
+    p.add_argument("--weights", help="local state dict (.pth); 'module.' prefixes are stripped")
+    p.add_argument("--random-init", action="store_true", help="allow random weights (no --weights)")
+    p.add_argument("--layers", required=True, help="comma-separated dotted module names")
+    p.add_argument("--dataset", required=True, help="broden:DIR or synthetic[:SIZE]")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--normalize", help="imagenet, netdissect, none, or R,G,B/R,G,B (0-255)")
+    p.add_argument("--resize", help="resize images to N or HxW before the model")
+    p.add_argument("--thresholds", action="append", metavar="LAYER=FILE.npy",
+                   help="use given per-unit thresholds for a layer (repeatable)")
+    add_run_options(p)
+    p.set_defaults(func=cmd_dissect)
+
+    p = sub.add_parser("summary", help="print (or relabel) a saved run")
+    p.add_argument("run")
+    p.add_argument("--union", choices=["paper", "lite", "plain"])
+    p.add_argument("--cutoff", type=float)
+    p.add_argument("--categories")
+    p.add_argument("--top", type=int, default=5, help="top units shown per layer")
+    p.add_argument("--write", action="store_true", help="rewrite tally.csv with these settings")
+    p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("layers", help="list a model's modules with their output shapes")
+    p.add_argument("model")
+    p.add_argument("--weights")
+    p.add_argument("--input-size", help="N or HxW")
+    p.set_defaults(func=cmd_layers)
+
+    p = sub.add_parser("plugins", help="list plugins and what they provide")
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("info", help="versions, compiled kernels, devices")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("demo", help="dissect the demo CNN on the built-in synthetic dataset")
+    p.add_argument("--out", default="ndcore-demo", help="output directory")
+    p.add_argument("--size", type=int, default=1000, help="images in the synthetic probe set")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def _setup_logging(log_file: Optional[str]) -> None:
+    if not log_file:
+        return
+    logging.basicConfig(filename=log_file, level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.captureWarnings(True)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.log_file)
+    warnings.simplefilter("default")
+    try:
+        return args.func(args)
+    except NdcoreError as e:
+        console.print(f"[bold red]error:[/bold red] {e}", highlight=False)
+        logging.getLogger("ndcore").error(str(e))
+        return 2
+    except KeyboardInterrupt:
+        console.print("[red]interrupted[/red]")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

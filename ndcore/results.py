@@ -1,0 +1,276 @@
+"""Labelling units from saved counts, and the result files (tally.csv, JSON summaries).
+
+A result can be re-labelled with another IoU cut-off, union convention or category subset
+without re-running the model: everything here works from :class:`~ndcore.counts.TallyCounts`
+state and the vocabulary saved with the run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .data.vocabulary import Vocabulary
+from .errors import NdcoreError, OutputError
+
+UNIONS = ("paper", "lite", "plain")
+DEFAULT_CUTOFF = 0.04
+
+
+def activation_counts(counts: Dict[str, np.ndarray], vocab: Vocabulary, union: str,
+                      full_vocab: Optional[Vocabulary] = None) -> np.ndarray:
+    """Per (unit, label): the sum of a unit's mask sizes that enters the union with that label.
+
+    ``full_vocab`` is the vocabulary the counts were gathered with (its category order defines
+    the pattern bits); ``vocab`` may be a restriction of it to fewer categories.
+    """
+    full_vocab = full_vocab or vocab
+    area = counts["area_by_pattern"]  # [U, K]
+    n_units, n_labels = counts["intersection"].shape
+    if union == "plain":
+        return np.repeat(area.sum(1, keepdims=True), n_labels, axis=1)
+    if union == "paper":
+        patterns = counts["patterns"]
+        masks = np.zeros(n_labels, dtype=np.int64)
+        for l, cats in enumerate(vocab.label_categories):
+            for cat in cats:
+                masks[l] |= 1 << full_vocab.categories.index(cat)
+        annotated = (patterns[None, :] & masks[:, None]) != 0  # [L, K]
+        return area @ annotated.T.astype(np.int64)
+    if union == "lite":
+        act = np.zeros((n_units, n_labels), dtype=np.int64)
+        for l in range(n_labels):
+            if vocab.primary[l] >= 0:
+                c = full_vocab.categories.index(vocab.categories[vocab.primary[l]])
+                act[:, l] = counts["act_lite"][:, c]
+        return act
+    raise NdcoreError(f"unknown union convention {union!r}; choose one of {', '.join(UNIONS)}")
+
+
+def iou_matrix(counts: Dict[str, np.ndarray], vocab: Vocabulary, union: str,
+               full_vocab: Optional[Vocabulary] = None) -> Dict[str, np.ndarray]:
+    """IoU [U, L] (0 where the union is empty or the label has no kept category)."""
+    inter = counts["intersection"].astype(np.int64)
+    truth = counts["truth"].astype(np.int64)[None, :]
+    act = activation_counts(counts, vocab, union, full_vocab)
+    union_size = act + truth - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(union_size > 0, inter / np.maximum(union_size, 1), 0.0)
+    iou[:, vocab.primary < 0] = 0.0
+    iou[:, 0] = 0.0
+    return {"iou": iou, "activation": act, "intersection": inter, "truth": truth[0]}
+
+
+@dataclass
+class UnitResult:
+    unit: int  # 0-based
+    label: str
+    category: str
+    iou: float
+    label_number: int
+    by_category: Dict[str, Dict] = field(default_factory=dict)  # cat -> best label of that cat
+    ranked: List[Dict] = field(default_factory=list)  # next best labels overall
+
+
+@dataclass
+class LayerResult:
+    """The labels of one layer's units under one union convention, cut-off and category set."""
+
+    layer: str
+    vocabulary: Vocabulary
+    counts: Dict[str, np.ndarray]
+    thresholds: np.ndarray
+    union: str = "paper"
+    cutoff: float = DEFAULT_CUTOFF
+    full_vocabulary: Optional[Vocabulary] = None
+    topk: Optional[Dict[str, np.ndarray]] = None
+    units: List[UnitResult] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._label()
+
+    @property
+    def num_units(self) -> int:
+        return self.counts["intersection"].shape[0]
+
+    def _label(self) -> None:
+        vocab = self.vocabulary
+        m = iou_matrix(self.counts, vocab, self.union, self.full_vocabulary)
+        self.iou = m["iou"]
+        self.units = []
+        for u in range(self.num_units):
+            by_cat = {}
+            for c, cat in enumerate(vocab.categories):
+                labels = np.nonzero(vocab.primary == c)[0]
+                if labels.size == 0:
+                    by_cat[cat] = {"label": "", "number": 0, "iou": 0.0, "truth": 0,
+                                   "activation": 0, "intersect": 0}
+                    continue
+                best = int(labels[np.argmax(self.iou[u, labels])])
+                by_cat[cat] = {
+                    "label": vocab.label_names[best], "number": best,
+                    "iou": float(self.iou[u, best]), "truth": int(m["truth"][best]),
+                    "activation": int(m["activation"][u, best]),
+                    "intersect": int(m["intersection"][u, best]),
+                }
+            best_cat = max(vocab.categories, key=lambda c: (by_cat[c]["iou"], -vocab.categories.index(c)))
+            top = by_cat[best_cat]
+            order = np.argsort(-self.iou[u], kind="stable")[:6]
+            ranked = [
+                {"label": vocab.label_names[l], "category": vocab.categories[vocab.primary[l]],
+                 "iou": float(self.iou[u, l])}
+                for l in order if self.iou[u, l] > 0
+            ]
+            self.units.append(UnitResult(u, top["label"], best_cat, top["iou"], top["number"],
+                                         by_cat, ranked))
+
+    def detectors(self) -> List[UnitResult]:
+        return [u for u in self.units if u.iou > self.cutoff]
+
+    def summary(self) -> Dict:
+        det = self.detectors()
+        per_cat = {}
+        for cat in self.vocabulary.categories:
+            units = [u for u in det if u.category == cat]
+            per_cat[cat] = {"detectors": len(units), "unique": len({u.label for u in units})}
+        return {
+            "layer": self.layer,
+            "units": self.num_units,
+            "detectors": len(det),
+            "unique_detectors": len({u.label for u in det}),
+            "categories": per_cat,
+            "cutoff": self.cutoff,
+            "union": self.union,
+            "images": int(self.counts["num_images"]),
+        }
+
+    # -- writers -----------------------------------------------------------------------------
+
+    def tally_rows(self) -> List[Dict]:
+        """Rows in NetDissect-Lite's tally.csv layout, sorted by score (descending)."""
+        rows = []
+        for u in sorted(self.units, key=lambda r: (-r.iou, r.unit)):
+            row = {"unit": u.unit + 1, "category": u.category, "label": u.label,
+                   "score": f"{u.iou:.6f}"}
+            for cat in self.vocabulary.categories:
+                b = u.by_category[cat]
+                row[f"{cat}-label"] = b["label"]
+                row[f"{cat}-truth"] = b["truth"]
+                row[f"{cat}-activation"] = b["activation"]
+                row[f"{cat}-intersect"] = b["intersect"]
+                row[f"{cat}-iou"] = f"{b['iou']:.6f}"
+            rows.append(row)
+        return rows
+
+    def write(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        rows = self.tally_rows()
+        fields = ["unit", "category", "label", "score"] + [
+            f"{cat}-{k}" for cat in self.vocabulary.categories
+            for k in ("label", "truth", "activation", "intersect", "iou")]
+        with open(directory / "tally.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
+        units = [
+            {"unit": u.unit, "label": u.label, "category": u.category, "iou": u.iou,
+             "detector": u.iou > self.cutoff, "ranked": u.ranked,
+             "threshold": float(self.thresholds[u.unit])}
+            for u in self.units
+        ]
+        with open(directory / "summary.json", "w") as f:
+            json.dump({"summary": self.summary(), "units": units}, f, indent=1)
+
+
+LAYER_FILES = ("counts.npz", "thresholds.npy")
+
+
+def save_layer_counts(directory: Path, counts: Dict[str, np.ndarray], thresholds: np.ndarray,
+                      topk: Optional[Dict[str, np.ndarray]]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(directory / "counts.npz", **counts)
+    np.save(directory / "thresholds.npy", thresholds.astype(np.float32))
+    if topk is not None:
+        np.savez_compressed(directory / "topk.npz", **topk)
+
+
+class DissectionResult:
+    """All layers of a run; load with :meth:`load`, relabel with :meth:`relabel`."""
+
+    def __init__(self, layers: Dict[str, LayerResult], vocabulary: Vocabulary,
+                 config: Dict, directory: Optional[Path] = None) -> None:
+        self.layers = layers
+        self.vocabulary = vocabulary
+        self.config = config
+        self.directory = directory
+
+    def __getitem__(self, layer: str) -> LayerResult:
+        return self.layers[layer]
+
+    def summary(self) -> Dict[str, Dict]:
+        return {name: lr.summary() for name, lr in self.layers.items()}
+
+    @classmethod
+    def load(cls, directory, union: Optional[str] = None, cutoff: Optional[float] = None,
+             categories: Optional[Sequence[str]] = None) -> "DissectionResult":
+        directory = Path(directory)
+        config_path = directory / "config.json"
+        if not config_path.is_file():
+            raise OutputError(f"{directory}: not an ndcore run directory (no config.json)")
+        config = json.loads(config_path.read_text())
+        if not config.get("complete", False):
+            raise OutputError(f"{directory}: the run did not finish (config.json says incomplete); "
+                              "run the same `ndcore dissect` command again")
+        full_vocab = Vocabulary.load(directory / "vocabulary.json")
+        vocab = full_vocab
+        if categories:
+            unknown = [c for c in categories if c not in full_vocab.categories]
+            if unknown:
+                raise NdcoreError(f"{directory}: the run has no category {unknown[0]!r}; "
+                                  f"it has {', '.join(full_vocab.categories)}")
+            vocab = full_vocab.restricted(categories)
+        options = config.get("options", {})
+        layers = {}
+        for name in config["layers"]:
+            layer_dir = directory / name
+            missing = [f for f in LAYER_FILES if not (layer_dir / f).is_file()]
+            if missing:
+                raise OutputError(f"{layer_dir}: incomplete layer result (missing {', '.join(missing)})")
+            with np.load(layer_dir / "counts.npz") as z:
+                counts = {k: z[k] for k in z.files}
+            topk = None
+            if (layer_dir / "topk.npz").is_file():
+                with np.load(layer_dir / "topk.npz") as z:
+                    topk = {k: z[k] for k in z.files}
+            layers[name] = LayerResult(
+                layer=name, vocabulary=vocab, counts=counts,
+                thresholds=np.load(layer_dir / "thresholds.npy"),
+                union=union or options.get("union", "paper"),
+                cutoff=cutoff if cutoff is not None else options.get("cutoff", DEFAULT_CUTOFF),
+                full_vocabulary=full_vocab, topk=topk)
+        return cls(layers, vocab, config, directory)
+
+    def relabel(self, union: Optional[str] = None, cutoff: Optional[float] = None,
+                categories: Optional[Sequence[str]] = None) -> "DissectionResult":
+        """The same counts labelled with another union convention, cut-off or category set."""
+        full = next(iter(self.layers.values())).full_vocabulary or self.vocabulary
+        vocab = full.restricted(categories) if categories else full
+        layers = {
+            name: LayerResult(name, vocab, lr.counts, lr.thresholds, union or lr.union,
+                              lr.cutoff if cutoff is None else cutoff, full, lr.topk)
+            for name, lr in self.layers.items()
+        }
+        return DissectionResult(layers, vocab, self.config, self.directory)
+
+    def write_labels(self, directory: Optional[Path] = None) -> None:
+        """(Re)write tally.csv and the JSON summaries of every layer, and the run summary."""
+        directory = Path(directory or self.directory)
+        for name, lr in self.layers.items():
+            lr.write(directory / name)
+        with open(directory / "summary.json", "w") as f:
+            json.dump(self.summary(), f, indent=1)

@@ -1,0 +1,182 @@
+"""Streaming, mergeable statistics: exact per-unit top quantile, top-k images, tally counts.
+
+Each statistic has ``add``, ``merge``, ``state_dict`` and ``load_state_dict`` so that resumed and
+multi-process runs use the same code path.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Optional
+
+import torch
+
+
+def tail_size(count: int, quantile: float) -> int:
+    """How many of the largest of ``count`` samples decide their upper ``quantile`` threshold.
+
+    The threshold is numpy's default ('linear') quantile at ``1 - quantile``: it interpolates
+    between the sorted samples at positions floor(h) and floor(h) + 1, h = (count - 1) * p.
+    """
+    low, _ = _virtual_index(count, 1.0 - quantile)
+    return min(count, count - low)
+
+
+def _virtual_index(count: int, p: float):
+    # Same float64 expression numpy uses for the 'linear' method, so floor() agrees with it.
+    h = count * p + (1.0 + p * (1.0 - 1.0 - 1.0)) - 1.0
+    h = min(max(h, 0.0), count - 1.0)
+    low = int(math.floor(h))
+    return low, h - low
+
+
+class TopTail:
+    """Exact per-unit upper quantile over a stream, keeping only the largest ``keep`` values.
+
+    Candidates above each unit's running floor (its keep-th largest value so far, a lower bound
+    of the final threshold) are gathered flat as (unit, value) pairs and compacted by sorting
+    when they pile up, so memory is bounded by about twice the kept tail.
+    """
+
+    def __init__(self, num_units: int, keep: int, device: torch.device | str = "cpu") -> None:
+        if keep < 1:
+            raise ValueError("TopTail: keep must be >= 1")
+        self.num_units = num_units
+        self.keep = keep
+        self.count = 0  # samples seen per unit
+        self.device = torch.device(device)
+        self.floor = torch.full((num_units,), -math.inf, device=self.device)
+        self._units: List[torch.Tensor] = []
+        self._values: List[torch.Tensor] = []
+        self._pending = 0
+        self._tail_units = torch.zeros(0, dtype=torch.int64, device=self.device)
+        self._tail_values = torch.zeros(0, dtype=torch.float32, device=self.device)
+
+    def add(self, values: torch.Tensor) -> None:
+        """Add samples [U, n] (every unit gets the same number of samples)."""
+        values = values.detach().to(self.device, torch.float32)
+        if values.shape[0] != self.num_units:
+            raise ValueError(f"TopTail: expected {self.num_units} units, got {values.shape[0]}")
+        self.count += values.shape[1]
+        above = values > self.floor[:, None]
+        units, _ = above.nonzero(as_tuple=True)
+        if units.numel() == 0:
+            return
+        self._units.append(units)
+        self._values.append(values[above])
+        self._pending += units.numel()
+        if self._pending > 2 * self.keep * self.num_units + 65536:
+            self._compact()
+
+    def _compact(self) -> None:
+        units = torch.cat([self._tail_units, *self._units])
+        values = torch.cat([self._tail_values, *self._values])
+        self._units, self._values, self._pending = [], [], 0
+        # Sort by value (descending), then stably by unit: each unit's values end up descending.
+        order = torch.argsort(values, descending=True, stable=True)
+        units, values = units[order], values[order]
+        order = torch.argsort(units, stable=True)
+        units, values = units[order], values[order]
+        counts = torch.bincount(units, minlength=self.num_units)
+        starts = torch.cumsum(counts, 0) - counts
+        rank = torch.arange(units.numel(), device=units.device) - starts[units]
+        keep = rank < self.keep
+        self._tail_units, self._tail_values = units[keep], values[keep]
+        full = counts >= self.keep
+        floor = torch.full_like(self.floor, -math.inf)
+        if bool(full.any()):
+            floor[full] = values[(starts + self.keep - 1)[full]]
+        self.floor = floor
+
+    def tail(self) -> torch.Tensor:
+        """[U, keep] largest values per unit, descending (-inf where a unit has fewer)."""
+        self._compact()
+        out = torch.full((self.num_units, self.keep), -math.inf, device=self.device)
+        counts = torch.bincount(self._tail_units, minlength=self.num_units)
+        starts = torch.cumsum(counts, 0) - counts
+        rank = torch.arange(self._tail_units.numel(), device=self.device) - starts[self._tail_units]
+        out[self._tail_units, rank] = self._tail_values
+        return out
+
+    def quantile(self, quantile: float) -> torch.Tensor:
+        """Per-unit threshold T with P(a > T) = quantile, as ``numpy.quantile(a, 1 - quantile)``."""
+        if self.count == 0:
+            raise ValueError("TopTail: no samples")
+        needed = tail_size(self.count, quantile)
+        if needed > self.keep:
+            raise ValueError(
+                f"TopTail kept {self.keep} values per unit but quantile {quantile} of "
+                f"{self.count} samples needs {needed}"
+            )
+        tail = self.tail().double()
+        low, frac = _virtual_index(self.count, 1.0 - quantile)
+        # Ascending position `low` is descending rank count - 1 - low.
+        r_low = self.count - 1 - low
+        a = tail[:, r_low]
+        b = tail[:, max(r_low - 1, 0)]
+        return _lerp(a, b, frac).float()
+
+    def merge(self, other: "TopTail") -> None:
+        self._units += [other._tail_units.to(self.device), *[u.to(self.device) for u in other._units]]
+        self._values += [other._tail_values.to(self.device), *[v.to(self.device) for v in other._values]]
+        self.count += other.count
+        self._compact()
+
+    def state_dict(self) -> Dict:
+        self._compact()
+        return {"keep": self.keep, "count": self.count, "units": self._tail_units.cpu(),
+                "values": self._tail_values.cpu(), "num_units": self.num_units}
+
+    def load_state_dict(self, state: Dict) -> None:
+        self.num_units, self.keep, self.count = state["num_units"], state["keep"], state["count"]
+        self._units, self._values, self._pending = [], [], 0
+        self._tail_units = state["units"].to(self.device)
+        self._tail_values = state["values"].to(self.device)
+        self.floor = torch.full((self.num_units,), -math.inf, device=self.device)
+        self._compact()
+
+
+def _lerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    # numpy's _lerp: a + t * (b - a), computed from the nearer end for t >= 0.5.
+    diff = b - a
+    return torch.where(torch.tensor(t >= 0.5), b - diff * (1.0 - t), a + diff * t)
+
+
+class TopKImages:
+    """Per unit, the k images with the largest maximum activation, with their maps."""
+
+    def __init__(self, num_units: int, k: int, map_size: Optional[tuple] = None) -> None:
+        self.num_units, self.k = num_units, k
+        self.values = torch.full((num_units, 0), -math.inf)
+        self.indices = torch.zeros((num_units, 0), dtype=torch.int64)
+        self.maps: Optional[torch.Tensor] = None  # float16 [U, k, h, w]
+
+    def add(self, acts: torch.Tensor, image_indices: torch.Tensor) -> None:
+        """acts [B, U, h, w] on any device; image_indices [B]."""
+        acts = acts.detach()
+        peak = acts.amax(dim=(2, 3)).t().float().cpu()  # [U, B]
+        batch_idx = image_indices.cpu().view(1, -1).expand(self.num_units, -1)
+        values = torch.cat([self.values, peak], 1)
+        indices = torch.cat([self.indices, batch_idx], 1)
+        k = min(self.k, values.shape[1])
+        top, pos = values.topk(k, dim=1)
+        new_maps = acts.transpose(0, 1).to("cpu", torch.float16)  # [U, B, h, w]
+        maps = new_maps if self.maps is None else torch.cat([self.maps, new_maps], 1)
+        self.maps = maps.gather(1, pos[:, :, None, None].expand(-1, -1, *maps.shape[2:]))
+        self.values, self.indices = top, indices.gather(1, pos)
+
+    def state_dict(self) -> Dict:
+        return {"values": self.values, "indices": self.indices, "maps": self.maps, "k": self.k}
+
+    def load_state_dict(self, state: Dict) -> None:
+        self.values, self.indices, self.maps, self.k = (
+            state["values"], state["indices"], state["maps"], state["k"])
+        self.num_units = self.values.shape[0]
+
+    def merge(self, other: "TopKImages") -> None:
+        values = torch.cat([self.values, other.values], 1)
+        indices = torch.cat([self.indices, other.indices], 1)
+        maps = torch.cat([self.maps, other.maps], 1)
+        top, pos = values.topk(min(self.k, values.shape[1]), dim=1)
+        self.maps = maps.gather(1, pos[:, :, None, None].expand(-1, -1, *maps.shape[2:]))
+        self.values, self.indices = top, indices.gather(1, pos)

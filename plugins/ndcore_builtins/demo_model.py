@@ -1,0 +1,26 @@
+"""``demo``: the small CNN trained on the synthetic dataset, with committed weights."""
+
+from ndcore import hookimpl
+from ndcore.models import ModelAdapter, ModelRequest, Preprocess, apply_weights, sha256_of
+
+
+def build(target: str, request: ModelRequest) -> ModelAdapter:
+    from ndcore.demo import model as demo
+
+    module = demo.build_demo_model(pretrained=not request.weights and not request.random_init)
+    mean = tuple(255.0 * m for m in demo.DEMO_MEAN)
+    std = tuple(255.0 * s for s in demo.DEMO_STD)
+    if request.weights or request.random_init:
+        sha = apply_weights(module, request, "demo")
+        weights = request.weights
+    else:
+        weights = str(demo.WEIGHTS_PATH)
+        sha = sha256_of(weights)
+    return ModelAdapter(spec="demo", module=module, preprocess=Preprocess(mean, std, name="demo"),
+                        input_size=(112, 112), weights=weights, weights_sha256=sha,
+                        description="ndcore demo CNN trained on the synthetic dataset")
+
+
+@hookimpl
+def ndcore_register_models(register):
+    register("demo", build, description="the demo CNN trained on the synthetic data: demo")

@@ -1,0 +1,26 @@
+"""``torchvision:<name>``: any torchvision classification model, weights from a local file."""
+
+from ndcore import hookimpl
+from ndcore.errors import PluginError, suggest
+from ndcore.models import ModelAdapter, ModelRequest, Preprocess, apply_weights
+
+
+def build(target: str, request: ModelRequest) -> ModelAdapter:
+    import torchvision
+
+    names = torchvision.models.list_models(module=torchvision.models)
+    if target not in names:
+        raise PluginError(f"torchvision has no model {target!r}{suggest(target, names)}")
+    # weights=None: nothing is downloaded; weights come from --weights (or --random-init).
+    module = torchvision.models.get_model(target, weights=None)
+    spec = f"torchvision:{target}"
+    sha = apply_weights(module, request, spec)
+    size = (299, 299) if target.startswith("inception") else (224, 224)
+    return ModelAdapter(spec=spec, module=module, preprocess=Preprocess(), input_size=size,
+                        weights=request.weights, weights_sha256=sha,
+                        description=f"torchvision {target}")
+
+
+@hookimpl
+def ndcore_register_models(register):
+    register("torchvision", build, description="torchvision models: torchvision:<name>")
