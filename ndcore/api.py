@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence, Tuple, Union
 
+import torch
 from torch import nn
 
 from .data.probe import ProbeSource
@@ -18,6 +19,8 @@ def resolve_model(model: Union[str, ModelAdapter, nn.Module], weights: Optional[
                   random_init: bool = False, normalize: Optional[str] = None,
                   resize: Optional[Tuple[int, int]] = None) -> ModelAdapter:
     if isinstance(model, str):
+        if random_init and not weights:
+            torch.manual_seed(0)  # random weights, but the same ones every time (reports, explain)
         adapter = get_plugin_manager().build_model(model, ModelRequest(weights, random_init))
     elif isinstance(model, ModelAdapter):
         adapter = model

@@ -55,7 +55,11 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
     p.add_argument("--topk", type=int, default=10, help="top images kept per unit")
     p.add_argument("--max-images", type=int, help="use only the first N images")
+    p.add_argument("--second-pass", default="auto", choices=["auto", "cache", "forward"],
+                   help="pass 2 from kept candidate maps on disk (cache) or a second forward pass")
+    p.add_argument("--cache-dir", help="scratch directory for kept maps (default: system temp)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--no-report", action="store_true", help="skip the HTML report")
 
 
 def cmd_dissect(args) -> int:
@@ -68,9 +72,14 @@ def cmd_dissect(args) -> int:
         quantile=args.quantile, quantile_on=args.quantile_on, cutoff=args.cutoff,
         categories=_csv_list(args.categories), thresholds=_parse_thresholds(args.thresholds),
         batch_size=args.batch_size, device=args.device, workers=args.workers, topk=args.topk,
-        max_images=args.max_images,
+        max_images=args.max_images, second_pass=args.second_pass, cache_dir=args.cache_dir,
     )
     print_summary(result)
+    if not args.no_report:
+        from .report import write_report
+
+        index = write_report(args.out, progress=not args.quiet)
+        console.print(f"report: [bold]{index}[/bold]")
     console.print(f"results written to [bold]{args.out}[/bold]")
     return 0
 
@@ -172,7 +181,8 @@ def cmd_info(args) -> int:
 def cmd_demo(args) -> int:
     from .demo.run import run_demo
 
-    run_demo(out=args.out, size=args.size, quiet=args.quiet, workers=args.workers)
+    run_demo(out=args.out, size=args.size, quiet=args.quiet, workers=args.workers,
+             report=not args.no_report)
     return 0
 
 
@@ -221,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=1000, help="images in the synthetic probe set")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--no-report", action="store_true", help="skip the HTML report")
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -8,17 +8,19 @@
 from __future__ import annotations
 
 import json
-import math
 import platform
+import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from . import __version__
+from .cache import SparseMapCache, below_threshold_fill
 from .capture import LayerCapture
 from .counts import TallyCounts
 from .data.probe import ProbeBatch, ProbeError, ProbeSource, collate_probe_items
@@ -43,6 +45,8 @@ class DissectOptions:
     workers: int = 0
     topk: int = 10
     max_images: Optional[int] = None
+    second_pass: str = "auto"  # "cache" (keep candidate maps on disk), "forward", or "auto"
+    cache_dir: Optional[str] = None
 
     def validate(self) -> None:
         if self.union not in UNIONS:
@@ -51,6 +55,8 @@ class DissectOptions:
             raise NdcoreError(f"--quantile {self.quantile}: must lie strictly between 0 and 1")
         if self.quantile_on not in ("raw", "upsampled"):
             raise NdcoreError("quantile_on must be 'raw' or 'upsampled'")
+        if self.second_pass not in ("auto", "cache", "forward"):
+            raise NdcoreError("--second-pass must be auto, cache or forward")
         if self.batch_size < 1:
             raise NdcoreError("--batch-size must be >= 1")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
@@ -140,55 +146,104 @@ class Dissection:
             given[layer] = torch.as_tensor(np.asarray(values, dtype=np.float32).reshape(-1))
         return given
 
-    def compute_thresholds(self, given: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        todo = [l for l in self.layers if l not in given]
-        thresholds = dict(given)
-        if not todo:
-            return thresholds
-        tails: Dict[str, TopTail] = {}
-        n = len(self.source)
-        with LayerCapture(self.model.module, todo) as capture, progress_bar(not self.quiet) as bar:
-            task = bar.add_task("pass 1/2: thresholds", total=n)
-            for batch in self.batches():
-                acts = self.forward(capture, batch)
-                for name, a in acts.items():
-                    if self.options.quantile_on == "upsampled":
-                        a = upsample_bilinear(a, batch.label_size)
-                    if name not in tails:
-                        per_unit = n * a.shape[2] * a.shape[3]
-                        tails[name] = TopTail(a.shape[1], tail_size(per_unit, self.options.quantile),
-                                              device=self.device)
-                    tails[name].add(a.transpose(0, 1).reshape(a.shape[1], -1))
-                bar.advance(task, batch.indices.numel())
-        for name, tail in tails.items():
-            thresholds[name] = tail.quantile(self.options.quantile).cpu()
-        return thresholds
+    def _tally(self, name: str, acts: torch.Tensor, threshold: torch.Tensor, batch: ProbeBatch,
+               counts: Dict[str, TallyCounts]) -> None:
+        if acts.shape[1] != threshold.numel():
+            raise NdcoreError(f"layer {name!r} has {acts.shape[1]} units but its thresholds have "
+                              f"{threshold.numel()} values")
+        if name not in counts:
+            counts[name] = TallyCounts(acts.shape[1], self.vocab, device=self.device)
+        out = tally(acts, threshold, batch.labels, self._label_category,
+                    self.vocab.num_labels, self.vocab.num_categories)
+        counts[name].add(batch, *out)
 
-    def tally_all(self, thresholds: Dict[str, torch.Tensor]):
+    def _choose_second_pass(self, acts: Dict[str, torch.Tensor], todo: Sequence[str]) -> str:
+        """'cache' (keep candidate maps on disk) or 'forward' (run the model again)."""
+        mode = self.options.second_pass
+        if mode != "auto":
+            return mode
+        per_image = sum(acts[l][0].numel() * 4 + 8 * acts[l].shape[1] for l in todo)
+        worst = per_image * len(self.source)
+        free = shutil.disk_usage(self.options.cache_dir or tempfile.gettempdir()).free
+        return "cache" if worst < 0.5 * free else "forward"
+
+    def passes(self) -> Tuple[Dict[str, torch.Tensor], Dict[str, TallyCounts], Dict[str, TopKImages]]:
+        """Pass 1: every layer in one forward pass (thresholds, top-k images, and the tally of
+        layers whose thresholds are given). Pass 2: the tally of the others, from the kept maps
+        or from a second forward pass."""
+        given = {k: v.to(self.device) for k, v in self._given_thresholds().items()}
+        todo = [l for l in self.layers if l not in given]
+        n = len(self.source)
+        self._label_category = torch.as_tensor(self.vocab.primary, dtype=torch.int64,
+                                               device=self.device)
         counts: Dict[str, TallyCounts] = {}
         topk: Dict[str, TopKImages] = {}
-        label_category = torch.as_tensor(self.vocab.primary, dtype=torch.int64, device=self.device)
-        thr_dev = {k: v.to(self.device) for k, v in thresholds.items()}
-        with LayerCapture(self.model.module, self.layers) as capture, \
-                progress_bar(not self.quiet) as bar:
-            task = bar.add_task("pass 2/2: tally", total=len(self.source))
-            for batch in self.batches():
-                acts = self.forward(capture, batch)
-                for name, a in acts.items():
-                    if a.shape[1] != thr_dev[name].numel():
-                        raise NdcoreError(
-                            f"layer {name!r} has {a.shape[1]} units but its thresholds have "
-                            f"{thr_dev[name].numel()} values"
-                        )
-                    if name not in counts:
-                        counts[name] = TallyCounts(a.shape[1], self.vocab, device=self.device)
-                        topk[name] = TopKImages(a.shape[1], self.options.topk)
-                    out = tally(a, thr_dev[name], batch.labels, label_category,
-                                self.vocab.num_labels, self.vocab.num_categories)
-                    counts[name].add(batch, *out)
-                    topk[name].add(a, batch.indices)
-                bar.advance(task, batch.indices.numel())
-        return counts, topk
+        tails: Dict[str, TopTail] = {}
+        cache: Optional[SparseMapCache] = None
+        self.second_pass = "none" if not todo else None
+        try:
+            with LayerCapture(self.model.module, self.layers) as capture, \
+                    progress_bar(not self.quiet) as bar:
+                title = "pass 1/2: forward, thresholds" if todo else "single pass: forward, tally"
+                task = bar.add_task(title, total=n)
+                for batch in self.batches():
+                    acts = self.forward(capture, batch)
+                    if self.second_pass is None:
+                        self.second_pass = self._choose_second_pass(acts, todo)
+                        if self.second_pass == "cache":
+                            cache = SparseMapCache(self.options.cache_dir)
+                    for name, a in acts.items():
+                        if name not in topk:
+                            topk[name] = TopKImages(a.shape[1], self.options.topk)
+                        topk[name].add(a, batch.indices)
+                        if name in given:
+                            self._tally(name, a, given[name], batch, counts)
+                            continue
+                        sample = upsample_bilinear(a, batch.label_size) \
+                            if self.options.quantile_on == "upsampled" else a
+                        if name not in tails:
+                            per_unit = n * sample.shape[2] * sample.shape[3]
+                            tails[name] = TopTail(a.shape[1], tail_size(per_unit, self.options.quantile),
+                                                  device=self.device)
+                        tails[name].add(sample.transpose(0, 1).reshape(a.shape[1], -1))
+                        if cache is not None:
+                            cache.append(name, a, tails[name].floor)
+                    bar.advance(task, batch.indices.numel())
+            thresholds = dict(given)
+            for name, tail in tails.items():
+                thresholds[name] = tail.quantile(self.options.quantile)
+            if todo:
+                self._second_pass(todo, thresholds, counts, cache)
+        finally:
+            if cache is not None:
+                self.cache_stats = {"maps_kept": cache.maps_kept, "maps_seen": cache.maps_seen,
+                                    "bytes": cache.bytes_written}
+                cache.close()
+        return {k: v.cpu() for k, v in thresholds.items()}, counts, topk
+
+    def _second_pass(self, todo: Sequence[str], thresholds: Dict[str, torch.Tensor],
+                     counts: Dict[str, TallyCounts], cache: Optional[SparseMapCache]) -> None:
+        with progress_bar(not self.quiet) as bar:
+            if cache is not None:
+                task = bar.add_task("pass 2/2: tally (kept maps)", total=len(self.source))
+                fills = {name: below_threshold_fill(thresholds[name]) for name in todo}
+                self.source.load_images = False  # labels only: the maps come from the cache
+                try:
+                    for batch_no, batch in enumerate(self.batches()):
+                        for name in todo:
+                            a = cache.dense(name, batch_no, fills[name], self.device)
+                            self._tally(name, a, thresholds[name], batch, counts)
+                        bar.advance(task, batch.indices.numel())
+                finally:
+                    self.source.load_images = True
+                return
+            task = bar.add_task("pass 2/2: forward, tally", total=len(self.source))
+            with LayerCapture(self.model.module, todo) as capture:
+                for batch in self.batches():
+                    acts = self.forward(capture, batch)
+                    for name in todo:
+                        self._tally(name, acts[name], thresholds[name], batch, counts)
+                    bar.advance(task, batch.indices.numel())
 
     # -- the run -----------------------------------------------------------------------------
 
@@ -215,8 +270,8 @@ class Dissection:
 
     def _fingerprint(self, config: Dict) -> Dict:
         """What makes two runs the same (labelling options and speed settings excluded)."""
-        opts = {k: config["options"][k] for k in ("quantile", "quantile_on", "thresholds",
-                                                  "categories", "topk", "max_images")}
+        opts = {k: config["options"].get(k) for k in ("quantile", "quantile_on", "thresholds",
+                                                      "categories", "topk", "max_images")}
         return {"model": config["model"], "layers": config["layers"],
                 "dataset": config["dataset"], "options": opts}
 
@@ -250,9 +305,7 @@ class Dissection:
         self._prepare_out(config)
         started = time.time()
         self.model.module.eval().to(self.device)
-        given = self._given_thresholds()
-        thresholds = self.compute_thresholds(given)
-        counts, topk = self.tally_all(thresholds)
+        thresholds, counts, topk = self.passes()
         layers = {}
         for name in self.layers:
             state = counts[name].state_dict()
@@ -261,7 +314,9 @@ class Dissection:
                       "maps": top["maps"].numpy()}
             layers[name] = LayerResult(name, self.vocab, state, thresholds[name].numpy(),
                                        self.options.union, self.options.cutoff, self.vocab, top_np)
-        config["elapsed_s"] = round(time.time() - started, 3)
+        config["run"] = {"elapsed_s": round(time.time() - started, 3),
+                         "second_pass": self.second_pass,
+                         "map_cache": getattr(self, "cache_stats", None)}
         result = DissectionResult(layers, self.vocab, config, self.out)
         if self.out is not None:
             self.vocab.save(self.out / "vocabulary.json")

@@ -184,13 +184,17 @@ class BrodenDataset(ProbeSource):
     def __len__(self) -> int:
         return len(self.rows)
 
+    def load_image(self, index: int) -> np.ndarray:
+        row = self.rows[index]
+        return self._load_rgb(row["image"], row["sizes"][:2])
+
     def image_path(self, index: int) -> str:
         return str(self.rows[index]["image"])
 
     def __getitem__(self, index: int) -> ProbeItem:
         row = self.rows[index]
         try:
-            image = self._load_rgb(row["image"], row["sizes"][:2])
+            image = self._load_rgb(row["image"], row["sizes"][:2]) if self.load_images else None
             planes = self._load_planes(row)
         except DatasetError as e:
             return ProbeItem(index=index, error=str(e))

@@ -62,10 +62,11 @@ def collate_probe_items(items: List[ProbeItem]) -> ProbeBatch:
         if item.error:
             raise ProbeError(item.error)
     first = items[0]
-    shape = first.image.shape
+    with_images = first.image is not None
+    shape = first.image.shape if with_images else None
     sizes = {tuple(item.label_size) for item in items}
     for item in items:
-        if item.image.shape != shape:
+        if with_images and item.image.shape != shape:
             raise ProbeError(
                 f"image {item.index} has size {item.image.shape[:2]} but image {first.index} has "
                 f"{shape[:2]}; give --resize so all probe images share one size"
@@ -80,10 +81,14 @@ def collate_probe_items(items: List[ProbeItem]) -> ProbeBatch:
     for b, item in enumerate(items):
         labels[b, : item.planes.shape[0]] = item.planes
         image_labels[b, : len(item.image_labels)] = item.image_labels
-    images = np.stack([item.image for item in items]).transpose(0, 3, 1, 2)
+    if with_images:
+        images = torch.from_numpy(np.ascontiguousarray(
+            np.stack([item.image for item in items]).transpose(0, 3, 1, 2)))
+    else:  # a labels-only pass (the model's maps come from the cache)
+        images = torch.zeros((len(items), 0, 0, 0), dtype=torch.uint8)
     return ProbeBatch(
         indices=torch.tensor([item.index for item in items], dtype=torch.int64),
-        images=torch.from_numpy(np.ascontiguousarray(images)),
+        images=images,
         labels=torch.from_numpy(labels),
         image_labels=torch.from_numpy(image_labels),
         annotated=torch.from_numpy(np.stack([item.annotated for item in items])),
@@ -118,6 +123,8 @@ class ProbeSource(torch.utils.data.Dataset):
 
     vocabulary: Vocabulary
     info: ProbeSourceInfo
+    # False during a labels-only pass: sources may then skip decoding images (item.image = None).
+    load_images: bool = True
 
     def __len__(self) -> int:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -1,0 +1,38 @@
+# Two commands on a fresh machine:  `make demo`  and  `make test`.
+# Both create .venv, install the pinned dependencies and build the extension first (once).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.ndcore-installed
+CUDA_HOME ?= $(if $(wildcard /usr/local/cuda/bin/nvcc),/usr/local/cuda,)
+export CUDA_HOME
+
+.PHONY: setup demo test test-fast browser bench clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements-dev.txt pyproject.toml setup.py $(wildcard csrc/*.* csrc/*/*.*)
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-build-isolation --no-deps -e .
+	touch $@
+
+demo: setup
+	$(VENV)/bin/ndcore demo
+
+# Headless Chromium for the report's browser test (Debian package; needs root, as on CI).
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
+test: setup browser
+	NDCORE_REQUIRE_EXTENSION=1 $(PY) -m pytest -q
+
+test-fast: setup
+	NDCORE_REQUIRE_EXTENSION=1 $(PY) -m pytest -q -m "not slow and not browser"
+
+bench: setup
+	$(PY) benchmarks/bench_tally.py --quick
+	$(PY) benchmarks/bench_dissect.py --quick
+
+clean:
+	rm -rf build $(VENV) ndcore/_C*.so *.egg-info

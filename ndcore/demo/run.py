@@ -1,0 +1,44 @@
+"""``ndcore demo``: dissect the demo CNN on the built-in synthetic dataset, end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+
+from ..progress import progress_bar
+
+DEMO_LAYERS = ("conv2", "conv3", "conv4", "conv5")
+
+console = Console()
+
+
+def build_dataset(size: int, quiet: bool = False) -> Path:
+    """Generate (or reuse the cached) synthetic probe set, with a progress bar."""
+    from ..data.synthetic import ensure_synthetic
+
+    with progress_bar(not quiet) as bar:
+        task = bar.add_task(f"synthetic dataset ({size} images)", total=size)
+        return ensure_synthetic(size=size, seed=0,
+                                progress=lambda done, total: bar.update(task, completed=done))
+
+
+def run_demo(out: str = "ndcore-demo", size: int = 1000, quiet: bool = False, workers: int = 2,
+             report: bool = True):
+    from ..api import run_dissection
+    from ..cli import print_summary
+
+    root = build_dataset(size, quiet)
+    if not quiet:
+        console.print(f"probe dataset: [bold]{root}[/bold]")
+    result = run_dissection("demo", list(DEMO_LAYERS), f"synthetic:size={size}", out,
+                            quiet=quiet, workers=workers, batch_size=50)
+    print_summary(result)
+    if report:
+        from ..report import write_report
+
+        index = write_report(out, progress=not quiet)
+        console.print(f"report: [bold]{Path(index).resolve()}[/bold]")
+    console.print(f"results: [bold]{Path(out).resolve()}[/bold] (tally.csv per layer, "
+                  f"`ndcore summary {out}`)")
+    return result

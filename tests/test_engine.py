@@ -1,0 +1,148 @@
+"""Engine paths that must agree: cached maps vs a second forward pass, given thresholds,
+quantile on upsampled maps, workers, and re-labelling a saved run."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from ndcore import load_result
+from ndcore.api import run_dissection
+from ndcore.data.broden import BrodenDataset
+from ndcore.models import ModelAdapter, Preprocess
+from ndcore.ops import tally_reference, upsample_bilinear
+from ndcore.stats import TopTail, tail_size
+from test_planted import CATS, LABELS, make_images
+from broden_fixture import write_broden
+
+
+def random_cnn(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(6, 5, 3, stride=2, padding=1), nn.ReLU(),
+                         nn.Conv2d(5, 4, 3, stride=2, padding=1), nn.ReLU())
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return write_broden(tmp_path_factory.mktemp("eng"), CATS, LABELS, make_images(40, seed=5))
+
+
+def adapter():
+    return ModelAdapter("rand", random_cnn(), Preprocess())
+
+
+def counts_of(result):
+    return {name: lr.counts for name, lr in result.layers.items()}
+
+
+def assert_same_counts(a, b):
+    for layer in a:
+        for key in ("intersection", "truth", "act_lite", "area_by_pattern"):
+            np.testing.assert_array_equal(a[layer][key], b[layer][key], err_msg=f"{layer} {key}")
+
+
+def test_cached_second_pass_equals_forward_second_pass(dataset):
+    layers = ["1", "3", "5"]
+    fwd = run_dissection(adapter(), layers, BrodenDataset(dataset), second_pass="forward", batch_size=6)
+    cached = run_dissection(adapter(), layers, BrodenDataset(dataset), second_pass="cache", batch_size=6)
+    assert_same_counts(counts_of(fwd), counts_of(cached))
+    for layer in layers:
+        np.testing.assert_array_equal(fwd[layer].thresholds, cached[layer].thresholds)
+
+
+def test_engine_counts_equal_a_direct_reference_computation(dataset):
+    """The whole engine against a brute-force computation with the reference op."""
+    ds = BrodenDataset(dataset)
+    model = adapter()
+    result = run_dissection(model, ["3"], ds, batch_size=9, quantile=0.05)
+    from ndcore.data.probe import collate_probe_items
+
+    batch = collate_probe_items([ds[i] for i in range(len(ds))])
+    with torch.no_grad():
+        acts = model.module[:4](model.preprocess(batch.images))
+    values = acts.transpose(0, 1).reshape(acts.shape[1], -1).numpy()
+    thr = np.quantile(values, 0.95, axis=1).astype(np.float32)
+    np.testing.assert_allclose(result["3"].thresholds, thr, rtol=1e-6)
+    inter, area, _ = tally_reference(acts, torch.from_numpy(result["3"].thresholds), batch.labels,
+                                     torch.as_tensor(ds.vocabulary.primary), ds.vocabulary.num_labels,
+                                     ds.vocabulary.num_categories)
+    counts = result["3"].counts
+    # pixel labels match directly; image-level labels (scene) add the whole mask of the image
+    scene = [3, 4]
+    pixel = [l for l in range(ds.vocabulary.num_labels) if l not in scene]
+    np.testing.assert_array_equal(counts["intersection"][:, pixel], inter.numpy()[:, pixel])
+    for l in scene:
+        has = (batch.image_labels == l).any(1)
+        np.testing.assert_array_equal(counts["intersection"][:, l], area[has].sum(0).numpy())
+    assert counts["area_by_pattern"].sum() == area.sum()
+
+
+def test_given_thresholds_single_pass(dataset, tmp_path):
+    ds = BrodenDataset(dataset)
+    first = run_dissection(adapter(), ["3", "5"], ds, batch_size=8)
+    np.save(tmp_path / "t3.npy", first["3"].thresholds)
+    np.save(tmp_path / "t5.npy", first["5"].thresholds)
+    again = run_dissection(adapter(), ["3", "5"], ds, batch_size=5,
+                           thresholds={"3": str(tmp_path / "t3.npy"), "5": str(tmp_path / "t5.npy")})
+    assert_same_counts(counts_of(first), counts_of(again))
+
+
+def test_wrong_threshold_count_names_layer(dataset, tmp_path):
+    np.save(tmp_path / "bad.npy", np.zeros(3, np.float32))
+    from ndcore.errors import NdcoreError
+
+    with pytest.raises(NdcoreError, match="layer '3' has 5 units but its thresholds have 3"):
+        run_dissection(adapter(), ["3"], BrodenDataset(dataset), thresholds={"3": str(tmp_path / "bad.npy")})
+
+
+def test_quantile_on_upsampled_maps(dataset):
+    ds = BrodenDataset(dataset)
+    model = adapter()
+    result = run_dissection(model, ["3"], ds, quantile_on="upsampled", quantile=0.02, batch_size=7)
+    from ndcore.data.probe import collate_probe_items
+
+    batch = collate_probe_items([ds[i] for i in range(len(ds))])
+    with torch.no_grad():
+        acts = model.module[:4](model.preprocess(batch.images))
+    up = upsample_bilinear(acts, batch.label_size)
+    values = up.transpose(0, 1).reshape(up.shape[1], -1).numpy()
+    np.testing.assert_allclose(result["3"].thresholds, np.quantile(values, 0.98, axis=1), rtol=1e-6)
+
+
+def test_workers_give_same_result(dataset):
+    a = run_dissection(adapter(), ["3"], BrodenDataset(dataset), workers=0, batch_size=4)
+    b = run_dissection(adapter(), ["3"], BrodenDataset(dataset), workers=2, batch_size=4)
+    assert_same_counts(counts_of(a), counts_of(b))
+
+
+def test_saved_run_relabels_without_model(dataset, tmp_path):
+    out = tmp_path / "run"
+    res = run_dissection(adapter(), ["3", "5"], BrodenDataset(dataset), out, quantile=0.05)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["complete"] and cfg["layers"] == ["3", "5"]
+    assert (out / "3" / "thresholds.npy").is_file() and (out / "5" / "tally.csv").is_file()
+    loaded = load_result(out)
+    assert [u.iou for u in loaded["3"].units] == [u.iou for u in res["3"].units]
+    strict = load_result(out, cutoff=0.99)
+    assert strict["3"].summary()["detectors"] == 0
+    only_scene = load_result(out, categories=["scene"])
+    assert {u.category for u in only_scene["3"].units} == {"scene"}
+
+
+def test_tally_csv_layout(dataset, tmp_path):
+    import csv
+
+    out = tmp_path / "run"
+    run_dissection(adapter(), ["5"], BrodenDataset(dataset), out)
+    rows = list(csv.DictReader(open(out / "5" / "tally.csv")))
+    header = list(rows[0].keys())
+    assert header[:4] == ["unit", "category", "label", "score"]
+    assert header[4:9] == ["object-label", "object-truth", "object-activation", "object-intersect",
+                           "object-iou"]
+    assert header[9:] == ["scene-label", "scene-truth", "scene-activation", "scene-intersect", "scene-iou"]
+    scores = [float(r["score"]) for r in rows]
+    assert scores == sorted(scores, reverse=True)
+    assert sorted(int(r["unit"]) for r in rows) == [1, 2, 3, 4]  # 1-based

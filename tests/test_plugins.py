@@ -1,0 +1,98 @@
+"""Plugin discovery through entry points, the example plugin, broken plugins, in-process use."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ndcore import hookimpl
+from ndcore.errors import PluginError
+from ndcore.models import ModelAdapter
+from ndcore.plugins import PluginManager
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "plugins" / "ndcore-example-plugin"
+
+
+def run_cli(args, extra_path=None, cwd=None):
+    env = dict(os.environ)
+    if extra_path:
+        env["PYTHONPATH"] = os.pathsep.join([str(p) for p in extra_path] + [env.get("PYTHONPATH", "")])
+    return subprocess.run([sys.executable, "-m", "ndcore.cli", *args], capture_output=True,
+                          text=True, env=env, cwd=cwd, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def example_site(tmp_path_factory):
+    """The example plugin installed (as pip would for a user) into a private directory."""
+    target = tmp_path_factory.mktemp("site")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-build-isolation",
+                    "--no-deps", "--no-compile", "--target", str(target), str(EXAMPLE)],
+                   check=True, timeout=300)
+    return target
+
+
+def test_builtin_plugins_are_listed():
+    out = run_cli(["plugins"], )
+    assert out.returncode == 0, out.stderr
+    for name in ("torchvision", "python", "broden", "synthetic", "demo"):
+        assert name in out.stdout
+
+
+def test_example_plugin_discovered_through_entry_point(example_site):
+    out = run_cli(["plugins"], extra_path=[example_site])
+    assert out.returncode == 0, out.stderr
+    assert "ndcore-example-plugin" in out.stdout
+    assert "tinycnn" in out.stdout and "stripes" in out.stdout
+
+
+def test_example_plugin_adapters_run_a_dissection(example_site, tmp_path):
+    out = run_cli(["dissect", "--model", "tinycnn:4", "--random-init", "--layers", "2",
+                   "--dataset", "stripes:24", "--out", str(tmp_path / "run"), "--workers", "0",
+                   "--quiet", "--no-report"], extra_path=[example_site])
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert (tmp_path / "run" / "2" / "tally.csv").is_file()
+
+
+def test_broken_plugin_is_reported_and_others_keep_working(tmp_path):
+    dist = tmp_path / "broken_plugin-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[ndcore]\nbroken = no_such_module_for_ndcore\n")
+    out = run_cli(["plugins"], extra_path=[tmp_path])
+    assert out.returncode == 0, out.stderr
+    text = " ".join(out.stdout.split())
+    assert "broken" in text and "ModuleNotFoundError" in text
+    assert "torchvision" in text  # the others still load
+    bad = run_cli(["dissect", "--model", "nosuch:x", "--layers", "a", "--dataset", "synthetic",
+                   "--out", str(tmp_path / "o")], extra_path=[tmp_path])
+    assert bad.returncode == 2
+    assert "no model adapter 'nosuch'" in bad.stdout and "failed to load: broken" in bad.stdout
+
+
+class InProcessPlugin:
+    @hookimpl
+    def ndcore_register_models(self, register):
+        from torch import nn
+
+        register("dummy", lambda target, request: ModelAdapter(f"dummy:{target}", nn.Identity()),
+                 description="test model")
+
+
+def test_register_use_unregister_in_process():
+    pm = PluginManager(load_entry_points=False)
+    pm.register(InProcessPlugin(), name="inproc")
+    adapter = pm.build_model("dummy:abc", None)
+    assert adapter.spec == "dummy:abc"
+    assert [i.models for i in pm.plugin_infos()] == [["dummy"]]
+    pm.unregister("inproc")
+    with pytest.raises(PluginError, match="no model adapter 'dummy'"):
+        pm.build_model("dummy:abc", None)
+
+
+def test_unknown_adapter_suggests():
+    pm = PluginManager()
+    with pytest.raises(PluginError, match="did you mean: torchvision"):
+        pm.build_model("torchvison:resnet18", None)
