@@ -233,6 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report")
     p.set_defaults(func=cmd_demo)
+
+    from .report.commands import register_commands  # report, compare, explain
+
+    register_commands(sub)
     return parser
 
 

@@ -28,7 +28,8 @@ from .errors import ActivationError, DatasetError, NdcoreError, OutputError
 from .models import ModelAdapter, sha256_of
 from .ops import extension_info, tally, upsample_bilinear
 from .progress import progress_bar
-from .results import DEFAULT_CUTOFF, UNIONS, DissectionResult, LayerResult, save_layer_counts
+from .results import (DEFAULT_CUTOFF, UNIONS, DissectionResult, LayerResult, layer_dir,
+                      save_layer_counts)
 from .stats import TopKImages, TopTail, tail_size
 
 
@@ -321,7 +322,7 @@ class Dissection:
         if self.out is not None:
             self.vocab.save(self.out / "vocabulary.json")
             for name, lr in layers.items():
-                save_layer_counts(self.out / name, lr.counts, lr.thresholds, lr.topk)
+                save_layer_counts(layer_dir(self.out, name), lr.counts, lr.thresholds, lr.topk)
             self._write_image_list()
             result.write_labels(self.out)
             self._write_config(dict(config, complete=True))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+from urllib.parse import quote
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -190,6 +191,11 @@ class LayerResult:
 LAYER_FILES = ("counts.npz", "thresholds.npy")
 
 
+def layer_dir(run_dir: Path, layer: str) -> Path:
+    """A layer's folder in a run directory (dotted names stay readable; '/' etc. are quoted)."""
+    return Path(run_dir) / quote(layer, safe="._-")
+
+
 def save_layer_counts(directory: Path, counts: Dict[str, np.ndarray], thresholds: np.ndarray,
                       topk: Optional[Dict[str, np.ndarray]]) -> None:
     directory.mkdir(parents=True, exist_ok=True)
@@ -237,19 +243,19 @@ class DissectionResult:
         options = config.get("options", {})
         layers = {}
         for name in config["layers"]:
-            layer_dir = directory / name
-            missing = [f for f in LAYER_FILES if not (layer_dir / f).is_file()]
+            folder = layer_dir(directory, name)
+            missing = [f for f in LAYER_FILES if not (folder / f).is_file()]
             if missing:
-                raise OutputError(f"{layer_dir}: incomplete layer result (missing {', '.join(missing)})")
-            with np.load(layer_dir / "counts.npz") as z:
+                raise OutputError(f"{folder}: incomplete layer result (missing {', '.join(missing)})")
+            with np.load(folder / "counts.npz") as z:
                 counts = {k: z[k] for k in z.files}
             topk = None
-            if (layer_dir / "topk.npz").is_file():
-                with np.load(layer_dir / "topk.npz") as z:
+            if (folder / "topk.npz").is_file():
+                with np.load(folder / "topk.npz") as z:
                     topk = {k: z[k] for k in z.files}
             layers[name] = LayerResult(
                 layer=name, vocabulary=vocab, counts=counts,
-                thresholds=np.load(layer_dir / "thresholds.npy"),
+                thresholds=np.load(folder / "thresholds.npy"),
                 union=union or options.get("union", "paper"),
                 cutoff=cutoff if cutoff is not None else options.get("cutoff", DEFAULT_CUTOFF),
                 full_vocabulary=full_vocab, topk=topk)
@@ -271,6 +277,6 @@ class DissectionResult:
         """(Re)write tally.csv and the JSON summaries of every layer, and the run summary."""
         directory = Path(directory or self.directory)
         for name, lr in self.layers.items():
-            lr.write(directory / name)
+            lr.write(layer_dir(directory, name))
         with open(directory / "summary.json", "w") as f:
             json.dump(self.summary(), f, indent=1)

@@ -155,15 +155,21 @@ class TopKImages:
         """acts [B, U, h, w] on any device; image_indices [B]."""
         acts = acts.detach()
         peak = acts.amax(dim=(2, 3)).t().float().cpu()  # [U, B]
-        batch_idx = image_indices.cpu().view(1, -1).expand(self.num_units, -1)
+        old_k = self.values.shape[1]
+        if old_k == self.k and not bool((peak > self.values[:, -1:]).any()):
+            return  # nothing in this batch enters any unit's top k
         values = torch.cat([self.values, peak], 1)
-        indices = torch.cat([self.indices, batch_idx], 1)
-        k = min(self.k, values.shape[1])
-        top, pos = values.topk(k, dim=1)
-        new_maps = acts.transpose(0, 1).to("cpu", torch.float16)  # [U, B, h, w]
-        maps = new_maps if self.maps is None else torch.cat([self.maps, new_maps], 1)
-        self.maps = maps.gather(1, pos[:, :, None, None].expand(-1, -1, *maps.shape[2:]))
-        self.values, self.indices = top, indices.gather(1, pos)
+        indices = torch.cat([self.indices, image_indices.cpu().view(1, -1).expand(self.num_units, -1)], 1)
+        top, pos = values.topk(min(self.k, values.shape[1]), dim=1)
+        units = torch.arange(self.num_units).view(-1, 1).expand_as(pos)
+        maps = torch.empty(*pos.shape, *acts.shape[2:], dtype=torch.float16)
+        old = pos < old_k
+        if self.maps is not None and bool(old.any()):
+            maps[old] = self.maps[units[old], pos[old]]
+        new = ~old
+        rows = (pos[new] - old_k).to(acts.device)
+        maps[new] = acts[rows, units[new].to(acts.device)].to("cpu", torch.float16)
+        self.values, self.indices, self.maps = top, indices.gather(1, pos), maps
 
     def state_dict(self) -> Dict:
         return {"values": self.values, "indices": self.indices, "maps": self.maps, "k": self.k}

@@ -1,0 +1,163 @@
+"""The HTML report of a run: an index page and one page per layer, from saved results only.
+
+Pages are self-contained (CSS and JS embedded, charts inline SVG, strips as relative image
+files), so the report works from file:// and fetches nothing from the network. Jinja2 runs
+with autoescaping on: every label, file and layer name reaches the page as text.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup
+
+from .. import __version__
+from ..progress import progress_bar
+from ..results import DissectionResult, LayerResult, layer_dir
+from . import charts
+from .common import category_colors, check_cutoff, check_positive, layer_slugs, load_image_list
+from .strips import StripRenderer
+
+HERE = Path(__file__).parent
+
+
+@lru_cache(maxsize=1)
+def environment() -> Environment:
+    return Environment(loader=FileSystemLoader(str(HERE / "templates")), autoescape=True,
+                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+
+
+@lru_cache(maxsize=None)
+def _static(name: str) -> Markup:
+    # Our own files, embedded verbatim; no data ever goes into them.
+    return Markup((HERE / "static" / name).read_text())
+
+
+def _render(template: str, path: Path, **context) -> None:
+    html = environment().get_template(template).render(
+        css=_static("report.css"), version=__version__, **context)
+    path.write_text(html, encoding="utf-8")
+
+
+def concept_groups(lr: LayerResult) -> List[Tuple[str, List[Tuple[str, int]]]]:
+    """(category, [(label, detector units)]) by category order, most frequent label first."""
+    groups = []
+    for cat in lr.vocabulary.categories:
+        counts: Dict[str, int] = {}
+        for u in lr.detectors():
+            if u.category == cat:
+                counts[u.label] = counts.get(u.label, 0) + 1
+        groups.append((cat, sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))))
+    return groups
+
+
+def unit_cards(lr: LayerResult, strips: Dict, colors: Dict[str, str]) -> List[Dict]:
+    cards = []
+    for u in lr.units:
+        others = [r for r in u.ranked if (r["label"], r["category"]) != (u.label, u.category)][:4]
+        search = f"unit {u.unit} {u.label} {u.category}"  # what the page's search box matches
+        cards.append({
+            "unit": u.unit, "label": u.label, "category": u.category, "iou": u.iou,
+            "detector": u.iou > lr.cutoff, "next": others, "search": search,
+            "color": colors.get(u.category, "#888"), "strip": strips.get(u.unit),
+        })
+    cards.sort(key=lambda c: (-c["iou"], c["unit"]))  # the page's default order (IoU, high first)
+    return cards
+
+
+def _fmt(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_fmt(v) for v in value) if value else "-"
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True) if value else "-"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "-" if value is None or value == "" else str(value)
+
+
+def config_rows(config: Dict, result: DissectionResult) -> List[Tuple[str, List[Tuple[str, str]]]]:
+    """The run's configuration as (section, [(key, text)]) for the index page."""
+    model = config.get("model", {})
+    pre = model.get("preprocess") or {}
+    dataset = config.get("dataset", {})
+    first = next(iter(result.layers.values()), None)
+    rows = [
+        ("model", [("spec", model.get("spec")), ("description", model.get("description")),
+                   ("weights", model.get("weights")),
+                   ("weights sha256", model.get("weights_sha256")),
+                   ("preprocess", f"{pre.get('name', '-')}: mean {_fmt(pre.get('mean'))}, "
+                                  f"std {_fmt(pre.get('std'))}, resize {_fmt(pre.get('resize'))}"),
+                   ("layers", config.get("layers"))]),
+        ("dataset", [(k, dataset.get(k)) for k in ("spec", "kind", "root", "images", "categories")]),
+        ("options", sorted(config.get("options", {}).items())),
+        ("this report", [("cut-off", first.cutoff if first else "-"),
+                         ("union", first.union if first else "-"),
+                         ("categories", result.vocabulary.categories)]),
+        ("versions", sorted(config.get("versions", {}).items())
+         + [("elapsed (s)", config.get("elapsed_s"))]),
+    ]
+    return [(section, [(k, _fmt(v)) for k, v in items]) for section, items in rows]
+
+
+def write_report(run_dir, *, cutoff: Optional[float] = None,
+                 categories: Optional[Sequence[str]] = None, union: Optional[str] = None,
+                 topk: int = 10, workers: int = 2, progress: bool = True,
+                 thumb_height: int = 96) -> Path:
+    """Write ``run_dir/report/index.html`` and one page per layer; returns the index path.
+
+    Works from the saved results alone (no model): ``cutoff``, ``categories`` and ``union``
+    relabel the units as ``ndcore summary`` does. Strips show up to ``topk`` images per unit
+    (as many as the run kept).
+    """
+    check_positive("topk", topk)
+    check_positive("workers", workers)
+    check_cutoff(cutoff)
+    run_dir = Path(run_dir)
+    result = DissectionResult.load(run_dir, union=union, cutoff=cutoff, categories=categories)
+    report_dir = run_dir / "report"
+    report_dir.mkdir(parents=True, exist_ok=True)
+    image_paths = load_image_list(run_dir)
+    slugs = layer_slugs(list(result.layers))
+    cats = result.vocabulary.categories
+    colors = category_colors(cats)
+    run_name = run_dir.resolve().name
+    js = _static("report.js")
+
+    layers = []
+    with progress_bar(progress) as bar:
+        for name, lr in result.layers.items():
+            slug = slugs[name]
+            strips, missing, shown_k = {}, 0, 0
+            if lr.topk is not None and lr.topk["indices"].size:
+                renderer = StripRenderer(report_dir, slug, image_paths, k=topk,
+                                         height=thumb_height, workers=workers)
+                strips = renderer.render(lr.topk, lr.thresholds, layer_dir(run_dir, name), bar,
+                                         description=name)
+                missing = renderer.missing
+                shown_k = min(topk, lr.topk["indices"].shape[1])
+            summary = lr.summary()
+            page = f"{slug}.html"
+            _render("layer.html", report_dir / page, run_name=run_name, layer=name,
+                    summary=summary, cutoff=f"{lr.cutoff:g}", categories=cats,
+                    chart=charts.units_per_concept(concept_groups(lr),
+                                                   f"{name}: detector units per concept"),
+                    units=unit_cards(lr, strips, colors), topk=shown_k,
+                    missing_images=missing, js=js)
+            layers.append({"name": name, "page": page, "summary": summary})
+
+    first = next(iter(result.layers.values()), None)
+    figure = charts.stacked_bars(
+        [(l["name"], {c: l["summary"]["categories"][c]["unique"] for c in cats}) for l in layers],
+        cats, "unique detectors per category")
+    index = report_dir / "index.html"
+    _render("index.html", index, run_name=run_name,
+            model_spec=_fmt(result.config.get("model", {}).get("spec")),
+            dataset_spec=_fmt(result.config.get("dataset", {}).get("spec")),
+            n_images=_fmt(result.config.get("dataset", {}).get("images")),
+            cutoff=f"{first.cutoff:g}" if first else "-", categories=cats, layers=layers,
+            chart=figure, config_rows=config_rows(result.config, result))
+    return index
