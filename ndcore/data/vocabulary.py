@@ -33,25 +33,6 @@ class Vocabulary:
     def num_categories(self) -> int:
         return len(self.categories)
 
-    def category_index(self, name: str) -> int:
-        return self.categories.index(name)
-
-    def category_mask(self, label: int) -> int:
-        """Bit mask (bit i = category i) of the categories label ``label`` belongs to."""
-        bits = 0
-        for cat in self.label_categories[label]:
-            if cat in self.categories:
-                bits |= 1 << self.categories.index(cat)
-        return bits
-
-    def category_masks(self) -> np.ndarray:
-        return np.array([self.category_mask(l) for l in range(self.num_labels)], dtype=np.int64)
-
-    def labels_of(self, category: str) -> List[int]:
-        """Labels whose primary category is ``category``."""
-        c = self.categories.index(category)
-        return [int(l) for l in np.nonzero(self.primary == c)[0]]
-
     def to_json(self) -> Dict:
         return {
             "categories": list(self.categories),
