@@ -30,8 +30,11 @@ class SparseMapCache:
         self.maps_seen = 0
 
     def append(self, layer: str, acts: torch.Tensor, floor: torch.Tensor) -> None:
-        """Keep the maps of ``acts`` [B, U, h, w] whose maximum exceeds ``floor`` [U]."""
-        keep = acts.amax(dim=(2, 3)) > floor.to(acts.device)[None, :]
+        """Keep the maps of ``acts`` [B, U, h, w] whose maximum exceeds ``floor`` [U]
+        (less a margin: float32 interpolation can round a mix of values <= T to just above T)."""
+        floor = floor.to(acts.device)
+        bound = floor - floor.abs() * 2.0 ** -16 - 1e-37
+        keep = acts.amax(dim=(2, 3)) > bound[None, :]
         rows, units = keep.nonzero(as_tuple=True)
         maps = acts[rows, units].to("cpu", torch.float32).numpy()
         header = np.stack([rows.cpu().numpy(), units.cpu().numpy()]).astype(np.int32)
