@@ -17,7 +17,7 @@ EXAMPLE = REPO / "plugins" / "ndcore-example-plugin"
 
 
 def run_cli(args, extra_path=None, cwd=None):
-    env = dict(os.environ)
+    env = dict(os.environ, COLUMNS="250")  # rich wraps table cells to the terminal width
     if extra_path:
         env["PYTHONPATH"] = os.pathsep.join([str(p) for p in extra_path] + [env.get("PYTHONPATH", "")])
     return subprocess.run([sys.executable, "-m", "ndcore.cli", *args], capture_output=True,
