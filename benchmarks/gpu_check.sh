@@ -46,8 +46,10 @@ step tests-cuda 120 $PY -m pytest -m cuda tests/test_op.py -q
 # 3. Kernel benchmark on the GPU (updates benchmarks/RESULTS.md).
 step bench-tally 120 $PY benchmarks/bench_tally.py --device cuda --quick
 
-# 4. >>> LEAD: end-to-end benchmark goes here <<<
-# step bench-dissect 120 $PY benchmarks/bench_dissect.py --device cuda --quick
+# 4. End to end: ResNet-18 layer1-4 on 2000 synthetic Broden-format images (224/112), full
+#    dissection vs one forward pass, and peak memory at 200 vs 2000 images.
+step bench-dissect 240 $PY benchmarks/bench_dissect.py --device cuda --images 2000 --repeats 1 \
+  --workers 12 --batch-size 100
 
 if [ -n "$OUT_DIR" ]; then
   cp benchmarks/RESULTS.md "$OUT_DIR/RESULTS.md" 2>/dev/null || true
@@ -61,4 +63,5 @@ for i in "${!NAMES[@]}"; do
 done
 grep -E '^\| [0-9]+u .*\| ndcore \|' "$LOG_DIR/bench-tally.log" 2>/dev/null || true
 tail -1 "$LOG_DIR/tests-cuda.log" 2>/dev/null || true
+grep -E '^(one forward|full dissection|ratio|peak RSS|memory ratio)' "$LOG_DIR/bench-dissect.log" 2>/dev/null || true
 for s in "${STATUS[@]}"; do [[ "$s" == ok || "$s" == *"in-place ok" ]] || exit 1; done

@@ -182,6 +182,8 @@ class Dissection:
         tails: Dict[str, TopTail] = {}
         cache: Optional[SparseMapCache] = None
         self.second_pass = "none" if not todo else None
+        # Pass 1 needs label planes only to tally layers whose thresholds are given.
+        self.source.load_labels = bool(given)
         try:
             with LayerCapture(self.model.module, self.layers) as capture, \
                     progress_bar(not self.quiet) as bar:
@@ -210,12 +212,14 @@ class Dissection:
                         if cache is not None:
                             cache.append(name, a, tails[name].floor)
                     bar.advance(task, batch.indices.numel())
+            self.source.load_labels = True
             thresholds = dict(given)
             for name, tail in tails.items():
                 thresholds[name] = tail.quantile(self.options.quantile)
             if todo:
                 self._second_pass(todo, thresholds, counts, cache)
         finally:
+            self.source.load_labels = True
             if cache is not None:
                 self.cache_stats = {"maps_kept": cache.maps_kept, "maps_seen": cache.maps_seen,
                                     "bytes": cache.bytes_written}

@@ -225,6 +225,8 @@ class BrodenDataset(ProbeSource):
 
     def _load_planes(self, row: dict) -> np.ndarray:
         sh, sw = row["sizes"][2:]
+        if not self.load_labels:
+            return np.zeros((0, sh, sw), dtype=np.int32)
         planes = np.zeros((len(row["planes"]), sh, sw), dtype=np.int32)
         for j, path in enumerate(row["planes"]):
             try:

@@ -123,8 +123,10 @@ class ProbeSource(torch.utils.data.Dataset):
 
     vocabulary: Vocabulary
     info: ProbeSourceInfo
-    # False during a labels-only pass: sources may then skip decoding images (item.image = None).
+    # Passes that need only one side set these False; sources may then skip decoding images
+    # (item.image = None) or label planes (zero planes, image-level labels kept: they are free).
     load_images: bool = True
+    load_labels: bool = True
 
     def __len__(self) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
