@@ -84,7 +84,7 @@ def cmd_dissect(args) -> int:
     return 0
 
 
-def print_summary(result, top: int = 5) -> None:
+def print_summary(result, top: int = 2) -> None:
     cats = result.vocabulary.categories
     table = Table(title="Interpretability per layer (detectors / unique detectors)")
     table.add_column("layer")
@@ -100,11 +100,14 @@ def print_summary(result, top: int = 5) -> None:
                         for c in cats])
     console.print(table)
     for name, lr in result.layers.items():
-        t = Table(title=f"{name}: top units (IoU > {lr.cutoff:g} is a detector)")
-        for col in ("unit", "label", "category", "IoU"):
+        t = Table(title=f"{name}: best units per category (IoU > {lr.cutoff:g} is a detector)")
+        for col in ("category", "unit", "label", "IoU"):
             t.add_column(col)
-        for u in sorted(lr.units, key=lambda u: -u.iou)[:top]:
-            t.add_row(str(u.unit), u.label, u.category, f"{u.iou:.3f}")
+        for cat in cats:
+            best = sorted((u for u in lr.units if u.category == cat), key=lambda u: -u.iou)[:top]
+            for u in best:
+                style = "" if u.iou > lr.cutoff else "dim"
+                t.add_row(cat, str(u.unit), u.label, f"{u.iou:.3f}", style=style)
         console.print(t)
 
 
@@ -210,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--union", choices=["paper", "lite", "plain"])
     p.add_argument("--cutoff", type=float)
     p.add_argument("--categories")
-    p.add_argument("--top", type=int, default=5, help="top units shown per layer")
+    p.add_argument("--top", type=int, default=2, help="best units shown per category and layer")
     p.add_argument("--write", action="store_true", help="rewrite tally.csv with these settings")
     p.set_defaults(func=cmd_summary)
 

@@ -146,3 +146,32 @@ def test_tally_csv_layout(dataset, tmp_path):
     scores = [float(r["score"]) for r in rows]
     assert scores == sorted(scores, reverse=True)
     assert sorted(int(r["unit"]) for r in rows) == [1, 2, 3, 4]  # 1-based
+
+
+class Interrupting(nn.Module):
+    """Raises KeyboardInterrupt on the n-th forward call (a user pressing Ctrl-C)."""
+
+    def __init__(self, inner, after):
+        super().__init__()
+        self.inner, self.after, self.calls = inner, after, 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == self.after:
+            raise KeyboardInterrupt
+        return self.inner(x)
+
+
+def test_interrupted_run_is_marked_incomplete_and_can_be_rerun(dataset, tmp_path):
+    from ndcore.errors import OutputError
+
+    out = tmp_path / "run"
+    model = ModelAdapter("rand", Interrupting(random_cnn(), after=3), Preprocess())
+    with pytest.raises(KeyboardInterrupt):
+        run_dissection(model, ["inner.3"], BrodenDataset(dataset), out, batch_size=8)
+    assert json.loads((out / "config.json").read_text())["complete"] is False
+    with pytest.raises(OutputError, match="did not finish"):
+        load_result(out)
+    model.module.after = -1
+    run_dissection(model, ["inner.3"], BrodenDataset(dataset), out, batch_size=8)
+    assert load_result(out)["inner.3"].num_units == 5
