@@ -260,7 +260,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return args.func(args)
     except NdcoreError as e:
         console.print(f"[bold red]error:[/bold red] {e}", highlight=False)
-        logging.getLogger("ndcore").error(str(e))
+        if args.log_file:
+            logging.getLogger("ndcore").error(str(e))
         return 2
     except KeyboardInterrupt:
         console.print("[red]interrupted[/red]")

@@ -186,6 +186,7 @@ class LayerResult:
         ]
         with open(directory / "summary.json", "w") as f:
             json.dump({"summary": self.summary(), "units": units}, f, indent=1)
+        np.save(directory / "iou.npy", self.iou.astype(np.float32))  # [U, L] for analysis
 
 
 LAYER_FILES = ("counts.npz", "thresholds.npy")

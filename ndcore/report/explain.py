@@ -37,6 +37,10 @@ def rebuild_model(config: dict) -> ModelAdapter:
         raise NdcoreError("config.json names no model spec; cannot rebuild the model")
     weights = model.get("weights")
     adapter = resolve_model(model["spec"], weights=weights, random_init=weights is None)
+    recorded = model.get("weights_sha256")
+    if recorded and adapter.weights_sha256 and recorded != adapter.weights_sha256:
+        raise NdcoreError(f"{weights}: the weights changed since the run (sha256 "
+                          f"{adapter.weights_sha256[:12]}... vs {recorded[:12]}... in config.json)")
     pre = model.get("preprocess")
     if pre:
         adapter.preprocess = Preprocess(tuple(pre["mean"]), tuple(pre["std"]),
