@@ -93,6 +93,37 @@ def test_render_sample_deterministic_and_shaped():
     assert a.labels("object"), "every image has at least one object"
 
 
+@pytest.mark.parametrize("size", [32, 112])
+def test_every_scene_and_texture_draws(size):
+    grid = synthetic._Grid.make(size)
+    assert list(synthetic._SCENE_DRAW) == list(synthetic.SCENES)
+    means = []
+    for name, draw in synthetic._SCENE_DRAW.items():
+        img = draw(grid, np.random.default_rng(5))
+        assert img.shape == (size, size, 3) and np.isfinite(img).all(), name
+        assert img.min() >= -10 and img.max() <= 275, name  # clipped to 0..255 later
+        means.append(img.reshape(-1, 3).mean(0))
+    # Backgrounds are distinct: no two scenes have nearly the same mean colour and layout.
+    means = np.array(means)
+    dist = np.linalg.norm(means[:, None] - means[None], axis=-1) + 1e3 * np.eye(len(means))
+    assert dist.min() > 3
+    for name in synthetic.TEXTURES:
+        mask = synthetic._texture_mask(name, grid, np.random.default_rng(5))
+        assert mask.shape == (size, size) and 0.1 < mask.mean() < 0.9, name
+
+
+def test_scenes_are_rare_and_all_occur():
+    """Image-level labels cover whole images, so a scene must be rare for a unit's top-0.5% mask
+    to reach IoU 0.04 (about 0.005 / frequency at best): ~24 uniform scenes, each ~4%."""
+    rng = np.random.default_rng(0)
+    counts = {}
+    for _ in range(480):
+        scene = render_sample(rng, 32, 16).scene
+        counts[scene] = counts.get(scene, 0) + 1
+    assert len(synthetic.SCENES) >= 20 and set(counts) == set(synthetic.SCENES)
+    assert max(counts.values()) / 480 < 0.1
+
+
 def test_color_plane_names_the_rendered_pixels():
     s = render_sample(np.random.default_rng(11), 64, 32)
     rows = synthetic._nearest_rows(64, 32)

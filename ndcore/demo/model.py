@@ -54,7 +54,7 @@ class DemoNet(nn.Module):
     Average pooling suits the scene and colours (how much of the image); max pooling suits object
     presence (is there one anywhere, however small), and learns it much faster.
 
-    ``forward`` returns all logits concatenated, ``[N, 5 + 4 + 11]`` (scene, object, color);
+    ``forward`` returns all logits concatenated, ``[N, 24 + 4 + 11]`` (scene, object, color);
     ``split_logits`` cuts them per task.
     """
 
@@ -76,7 +76,7 @@ class DemoNet(nn.Module):
 
     @staticmethod
     def split_logits(logits: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """``{"scene": [N, 5], "object": [N, 4], "color": [N, 11]}``."""
+        """``{"scene": [N, 24], "object": [N, 4], "color": [N, 11]}``."""
         sizes = [len(v) for v in TASKS.values()]
         return dict(zip(TASKS, torch.split(logits, sizes, dim=1)))
 

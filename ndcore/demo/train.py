@@ -5,7 +5,8 @@
 Reproducible (fixed seeds, 2 CPU threads, deterministic algorithms): the same command gives the
 same weights on the same software stack. The training images come from seed 1234, the validation
 images from seed 4321; both differ from the probe set's seed (0), so dissection never looks at
-training images. About 4-9 minutes on 2 CPU cores (12 epochs of 3000 images).
+training images. About 4 minutes on 2 idle CPU cores (12 epochs of 3000 images; longer when the
+cores are shared). Validation accuracy: scene (24-way) ~0.99, object and colour presence ~0.95.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ TRAIN_SEED, VAL_SEED = 1234, 4321
 # A colour counts as present when it covers this fraction of the image: tiny specks of a colour
 # (noise, JPEG-like fringes) should not be a target.
 COLOR_PRESENT = 0.03
-# Scenes are learnt in an epoch; object shapes are the hard task, so their loss weighs more.
+# Scenes (24 backgrounds) are learnt in an epoch or two; object shapes are the hard task, so their
+# loss weighs more.
 LOSS_WEIGHTS = (1.0, 3.0, 1.0)  # scene, object, color
 
 
