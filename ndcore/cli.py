@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -86,19 +87,20 @@ def cmd_dissect(args) -> int:
 
 def print_summary(result, top: int = 2) -> None:
     cats = result.vocabulary.categories
-    table = Table(title="Interpretability per layer (detectors / unique detectors)")
-    table.add_column("layer")
-    table.add_column("units", justify="right")
-    table.add_column("detectors", justify="right")
-    table.add_column("unique", justify="right")
+    overall = Table(title="Interpretability per layer", box=box.SIMPLE_HEAD)
+    per_cat = Table(title="Detectors / unique detectors per category", box=box.SIMPLE_HEAD)
+    for col in ("layer", "units", "detectors", "unique detectors"):
+        overall.add_column(col, justify="left" if col == "layer" else "right")
+    per_cat.add_column("layer")
     for cat in cats:
-        table.add_column(cat, justify="right")
+        per_cat.add_column(cat, justify="right", min_width=len(cat), no_wrap=True)
     for name, lr in result.layers.items():
         s = lr.summary()
-        table.add_row(name, str(s["units"]), str(s["detectors"]), str(s["unique_detectors"]),
-                      *[f"{s['categories'][c]['detectors']}/{s['categories'][c]['unique']}"
-                        for c in cats])
-    console.print(table)
+        overall.add_row(name, str(s["units"]), str(s["detectors"]), str(s["unique_detectors"]))
+        per_cat.add_row(name, *[f"{s['categories'][c]['detectors']}/{s['categories'][c]['unique']}"
+                                for c in cats])
+    console.print(overall)
+    console.print(per_cat)
     for name, lr in result.layers.items():
         t = Table(title=f"{name}: best units per category (IoU > {lr.cutoff:g} is a detector)")
         for col in ("category", "unit", "label", "IoU"):
