@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ndcore-installed
 CUDA_HOME ?= $(if $(wildcard /usr/local/cuda/bin/nvcc),/usr/local/cuda,)
 export CUDA_HOME
+# Where a CUDA toolkit is present the CUDA kernel must compile (even with no GPU): fail otherwise.
+NDCORE_FORCE_CUDA ?= $(if $(CUDA_HOME),1,)
+export NDCORE_FORCE_CUDA
 
 .PHONY: setup demo test test-fast browser bench clean
 

@@ -139,7 +139,7 @@ class TopTail:
 def _lerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
     # numpy's _lerp: a + t * (b - a), computed from the nearer end for t >= 0.5.
     diff = b - a
-    return torch.where(torch.tensor(t >= 0.5), b - diff * (1.0 - t), a + diff * t)
+    return b - diff * (1.0 - t) if t >= 0.5 else a + diff * t
 
 
 class TopKImages:

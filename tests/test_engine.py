@@ -175,3 +175,39 @@ def test_interrupted_run_is_marked_incomplete_and_can_be_rerun(dataset, tmp_path
     model.module.after = -1
     run_dissection(model, ["inner.3"], BrodenDataset(dataset), out, batch_size=8)
     assert load_result(out)["inner.3"].num_units == 5
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("second_pass", ["cache", "forward"])
+def test_cuda_run_equals_cpu_run(dataset, second_pass):
+    layers = ["1", "3", "5"]
+    cpu = run_dissection(adapter(), layers, BrodenDataset(dataset), batch_size=6)
+    gpu = run_dissection(adapter(), layers, BrodenDataset(dataset), batch_size=6, device="cuda",
+                         second_pass=second_pass)
+    for layer in layers:  # convolutions may round differently on the GPU: compare loosely
+        np.testing.assert_allclose(cpu[layer].thresholds, gpu[layer].thresholds, rtol=1e-4, atol=1e-5)
+        a, b = cpu[layer].counts, gpu[layer].counts
+        assert abs(int(a["intersection"].sum()) - int(b["intersection"].sum())) <= \
+            0.01 * max(1, int(a["intersection"].sum()))
+        assert [u.label for u in cpu[layer].units] == [u.label for u in gpu[layer].units]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_given_thresholds_exact(dataset, tmp_path):
+    """With the same thresholds and the same maps, the GPU counts equal the CPU counts exactly."""
+    from ndcore.data.probe import collate_probe_items
+    from ndcore.ops import tally
+
+    ds = BrodenDataset(dataset)
+    batch = collate_probe_items([ds[i] for i in range(len(ds))])
+    with torch.no_grad():
+        acts = random_cnn()[:4](Preprocess()(batch.images))
+    thr = torch.quantile(acts.transpose(0, 1).reshape(acts.shape[1], -1), 0.9, dim=1)
+    cat = torch.as_tensor(ds.vocabulary.primary)
+    args = (ds.vocabulary.num_labels, ds.vocabulary.num_categories)
+    on_cpu = tally(acts, thr, batch.labels, cat, *args)
+    on_gpu = tally(acts.cuda(), thr.cuda(), batch.labels.cuda(), cat.cuda(), *args)
+    for x, y in zip(on_cpu, on_gpu):
+        torch.testing.assert_close(x, y.cpu(), rtol=0, atol=0)
