@@ -137,6 +137,9 @@ def test_path_escaping_dataset_is_refused(broden):
     rewrite_index(broden, lambda rows: rows[1].__setitem__(0, "../../etc/passwd"))
     with pytest.raises(DatasetError, match="index.csv line 2: path '../../etc/passwd' leaves"):
         BrodenDataset(broden)
+    rewrite_index(broden, lambda rows: rows[1].__setitem__(0, "/etc/passwd"))
+    with pytest.raises(DatasetError, match="index.csv line 2: path '/etc/passwd' leaves"):
+        BrodenDataset(broden)
 
 
 def test_empty_dataset(broden):
