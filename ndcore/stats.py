@@ -33,9 +33,10 @@ def _virtual_index(count: int, p: float):
 class TopTail:
     """Exact per-unit upper quantile over a stream, keeping only the largest ``keep`` values.
 
-    Candidates above each unit's running floor (its keep-th largest value so far, a lower bound
-    of the final threshold) are gathered flat as (unit, value) pairs and compacted by sorting
-    when they pile up, so memory is bounded by about twice the kept tail.
+    The kept tail is a dense [U, keep] tensor (descending, -inf where a unit has fewer values).
+    New candidates above each unit's running floor (its keep-th largest value so far, a lower
+    bound of the final threshold) are gathered flat as (unit, value) pairs and merged into the
+    tail by sorting once they pile up, so memory stays within about twice the kept tail.
     """
 
     def __init__(self, num_units: int, keep: int, device: torch.device | str = "cpu") -> None:
@@ -46,11 +47,10 @@ class TopTail:
         self.count = 0  # samples seen per unit
         self.device = torch.device(device)
         self.floor = torch.full((num_units,), -math.inf, device=self.device)
-        self._units: List[torch.Tensor] = []
+        self._tail = torch.full((num_units, 0), -math.inf, device=self.device)
+        self._units: List[torch.Tensor] = []  # int32 chunks
         self._values: List[torch.Tensor] = []
         self._pending = 0
-        self._tail_units = torch.zeros(0, dtype=torch.int64, device=self.device)
-        self._tail_values = torch.zeros(0, dtype=torch.float32, device=self.device)
 
     def add(self, values: torch.Tensor) -> None:
         """Add samples [U, n] (every unit gets the same number of samples)."""
@@ -62,15 +62,19 @@ class TopTail:
         units, _ = above.nonzero(as_tuple=True)
         if units.numel() == 0:
             return
-        self._units.append(units)
+        self._units.append(units.to(torch.int32))
         self._values.append(values[above])
         self._pending += units.numel()
-        if self._pending > 2 * self.keep * self.num_units + 65536:
+        if self._pending > self.keep * self.num_units + 65536:
             self._compact()
 
     def _compact(self) -> None:
-        units = torch.cat([self._tail_units, *self._units])
-        values = torch.cat([self._tail_values, *self._values])
+        if not self._pending:
+            return
+        width = self._tail.shape[1]
+        tail_units = torch.arange(self.num_units, device=self.device).repeat_interleave(width)
+        units = torch.cat([tail_units, *[u.long() for u in self._units]])
+        values = torch.cat([self._tail.reshape(-1), *self._values])
         self._units, self._values, self._pending = [], [], 0
         # Sort by value (descending), then stably by unit: each unit's values end up descending.
         order = torch.argsort(values, descending=True, stable=True)
@@ -79,24 +83,19 @@ class TopTail:
         units, values = units[order], values[order]
         counts = torch.bincount(units, minlength=self.num_units)
         starts = torch.cumsum(counts, 0) - counts
-        rank = torch.arange(units.numel(), device=units.device) - starts[units]
+        rank = torch.arange(units.numel(), device=self.device) - starts[units]
         keep = rank < self.keep
-        self._tail_units, self._tail_values = units[keep], values[keep]
-        full = counts >= self.keep
-        floor = torch.full_like(self.floor, -math.inf)
-        if bool(full.any()):
-            floor[full] = values[(starts + self.keep - 1)[full]]
-        self.floor = floor
+        width = min(self.keep, int(counts.max()))
+        self._tail = torch.full((self.num_units, width), -math.inf, device=self.device)
+        self._tail[units[keep], rank[keep]] = values[keep]
+        if width == self.keep:
+            self.floor = self._tail[:, -1].clone()
 
     def tail(self) -> torch.Tensor:
         """[U, keep] largest values per unit, descending (-inf where a unit has fewer)."""
         self._compact()
-        out = torch.full((self.num_units, self.keep), -math.inf, device=self.device)
-        counts = torch.bincount(self._tail_units, minlength=self.num_units)
-        starts = torch.cumsum(counts, 0) - counts
-        rank = torch.arange(self._tail_units.numel(), device=self.device) - starts[self._tail_units]
-        out[self._tail_units, rank] = self._tail_values
-        return out
+        pad = self.keep - self._tail.shape[1]
+        return torch.nn.functional.pad(self._tail, (0, pad), value=-math.inf) if pad else self._tail
 
     def quantile(self, quantile: float) -> torch.Tensor:
         """Per-unit threshold T with P(a > T) = quantile, as ``numpy.quantile(a, 1 - quantile)``."""
@@ -117,23 +116,26 @@ class TopTail:
         return _lerp(a, b, frac).float()
 
     def merge(self, other: "TopTail") -> None:
-        self._units += [other._tail_units.to(self.device), *[u.to(self.device) for u in other._units]]
-        self._values += [other._tail_values.to(self.device), *[v.to(self.device) for v in other._values]]
+        other._compact()
+        units = torch.arange(other.num_units, device=self.device).repeat_interleave(other._tail.shape[1])
+        self._units.append(units.to(torch.int32))
+        self._values.append(other._tail.reshape(-1).to(self.device))
+        self._pending += units.numel()
         self.count += other.count
         self._compact()
 
     def state_dict(self) -> Dict:
         self._compact()
-        return {"keep": self.keep, "count": self.count, "units": self._tail_units.cpu(),
-                "values": self._tail_values.cpu(), "num_units": self.num_units}
+        return {"keep": self.keep, "count": self.count, "tail": self._tail.cpu(),
+                "num_units": self.num_units}
 
     def load_state_dict(self, state: Dict) -> None:
         self.num_units, self.keep, self.count = state["num_units"], state["keep"], state["count"]
         self._units, self._values, self._pending = [], [], 0
-        self._tail_units = state["units"].to(self.device)
-        self._tail_values = state["values"].to(self.device)
-        self.floor = torch.full((self.num_units,), -math.inf, device=self.device)
-        self._compact()
+        self._tail = state["tail"].to(self.device)
+        full = self._tail.shape[1] == self.keep
+        self.floor = self._tail[:, -1].clone() if full else torch.full(
+            (self.num_units,), -math.inf, device=self.device)
 
 
 def _lerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:

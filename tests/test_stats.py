@@ -47,7 +47,7 @@ def test_tail_is_bounded_and_merge_equals_single_stream():
         a.add(torch.from_numpy(np.ascontiguousarray(part)))
     for part in np.array_split(x[:, 9000:], 5, axis=1):
         b.add(torch.from_numpy(np.ascontiguousarray(part)))
-        assert b._tail_values.numel() + b._pending <= 2 * keep * 4 + 65536
+        assert b._tail.numel() + b._pending <= 2 * keep * 4 + 65536
     restored = TopTail(4, keep)
     restored.load_state_dict(a.state_dict())
     restored.merge(b)
