@@ -19,8 +19,10 @@ def build_dataset(size: int, quiet: bool = False) -> Path:
 
     with progress_bar(not quiet) as bar:
         task = bar.add_task(f"synthetic dataset ({size} images)", total=size)
-        return ensure_synthetic(size=size, seed=0,
+        root = ensure_synthetic(size=size, seed=0,
                                 progress=lambda done, total: bar.update(task, completed=done))
+        bar.update(task, completed=size)  # also when it came from the cache
+        return root
 
 
 def run_demo(out: str = "ndcore-demo", size: int = 1000, quiet: bool = False, workers: int = 2,
