@@ -6,13 +6,13 @@ import argparse
 import logging
 import sys
 import warnings
-from pathlib import Path
 from typing import Dict, List, Optional
 
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from .cliargs import csv_list
 from .errors import NdcoreError
 
 console = Console()
@@ -26,10 +26,6 @@ def _parse_thresholds(values: List[str]) -> Dict[str, str]:
             raise NdcoreError(f"--thresholds {value!r}: expected LAYER=FILE.npy")
         out[layer] = path
     return out
-
-
-def _csv_list(value: Optional[str]) -> Optional[List[str]]:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
 def _resize(value: Optional[str]):
@@ -67,11 +63,11 @@ def cmd_dissect(args) -> int:
     from .api import run_dissection
 
     result = run_dissection(
-        args.model, _csv_list(args.layers) or [], args.dataset, args.out,
+        args.model, csv_list(args.layers) or [], args.dataset, args.out,
         weights=args.weights, random_init=args.random_init, normalize=args.normalize,
         resize=_resize(args.resize), quiet=args.quiet, union=args.union,
         quantile=args.quantile, quantile_on=args.quantile_on, cutoff=args.cutoff,
-        categories=_csv_list(args.categories), thresholds=_parse_thresholds(args.thresholds),
+        categories=csv_list(args.categories), thresholds=_parse_thresholds(args.thresholds),
         batch_size=args.batch_size, device=args.device, workers=args.workers, topk=args.topk,
         max_images=args.max_images, second_pass=args.second_pass, cache_dir=args.cache_dir,
     )
@@ -117,7 +113,7 @@ def cmd_summary(args) -> int:
     from .results import DissectionResult
 
     result = DissectionResult.load(args.run, union=args.union, cutoff=args.cutoff,
-                                   categories=_csv_list(args.categories))
+                                   categories=csv_list(args.categories))
     print_summary(result, top=args.top)
     if args.write:
         result.write_labels()

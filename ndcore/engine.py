@@ -111,9 +111,7 @@ class Dissection:
                 batch = next(it)
             except StopIteration:
                 return
-            except ProbeError as e:
-                raise DatasetError(_unwrap_worker_error(e)) from None
-            except DatasetError as e:
+            except (ProbeError, DatasetError) as e:  # from the collate fn or a worker
                 raise DatasetError(_unwrap_worker_error(e)) from None
             yield batch.to(self.device, non_blocking=True)
 

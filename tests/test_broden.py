@@ -1,11 +1,9 @@
 """The Broden reader on generated fixtures, and each kind of bad input."""
 
 import csv
-import shutil
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from torch import nn
 

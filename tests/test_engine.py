@@ -13,7 +13,6 @@ from ndcore.api import run_dissection
 from ndcore.data.broden import BrodenDataset
 from ndcore.models import ModelAdapter, Preprocess
 from ndcore.ops import tally_reference, upsample_bilinear
-from ndcore.stats import TopTail, tail_size
 from test_planted import CATS, LABELS, make_images
 from broden_fixture import write_broden
 

@@ -1,6 +1,7 @@
 """Plugin discovery through entry points, the example plugin, broken plugins, in-process use."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -28,8 +29,10 @@ def run_cli(args, extra_path=None, cwd=None):
 def example_site(tmp_path_factory):
     """The example plugin installed (as pip would for a user) into a private directory."""
     target = tmp_path_factory.mktemp("site")
+    source = tmp_path_factory.mktemp("src") / EXAMPLE.name  # pip builds in the source tree
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info"))
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-build-isolation",
-                    "--no-deps", "--no-compile", "--target", str(target), str(EXAMPLE)],
+                    "--no-deps", "--no-compile", "--target", str(target), str(source)],
                    check=True, timeout=300)
     return target
 

@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import argparse
-from typing import List, Optional
 
 from rich.console import Console
 from rich.table import Table
 
+from ..cliargs import csv_list
+
 console = Console()
-
-
-def _csv_list(value: Optional[str]) -> Optional[List[str]]:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from .html import write_report
 
-    index = write_report(args.run, cutoff=args.cutoff, categories=_csv_list(args.categories),
+    index = write_report(args.run, cutoff=args.cutoff, categories=csv_list(args.categories),
                          union=args.union, topk=args.topk, workers=args.workers,
                          progress=not args.quiet)
     console.print(f"report written to [bold]{index}[/bold]")
