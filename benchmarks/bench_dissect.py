@@ -137,8 +137,10 @@ def main() -> None:
         ("one forward pass (s)", f"{f:.2f} ({args.images / f:.0f} img/s)"),
         ("full dissection, 4 layers (s)", f"{d:.2f} ({args.images / d:.0f} img/s)"),
         ("ratio dissection / forward", f"{d / f:.2f} (target <= 1.5)"),
-        ("second pass", f"{second_pass}" + (f", kept {cache['maps_kept']}/{cache['maps_seen']} maps, "
-                                            f"{cache['bytes'] / 2**20:.0f} MiB" if cache else "")),
+        ("second pass", f"{second_pass}" + (
+            f", kept {cache['maps_kept']}/{cache['maps_seen']} maps, "
+            f"{cache['bytes_in_memory'] / 2**20:.0f} MiB in memory, "
+            f"{cache['bytes_on_disk'] / 2**20:.0f} MiB on disk" if cache else "")),
     ]
     if not args.no_memory:
         small = max(args.images // 10, 50)

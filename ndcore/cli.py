@@ -55,6 +55,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--second-pass", default="auto", choices=["auto", "cache", "forward"],
                    help="pass 2 from kept candidate maps on disk (cache) or a second forward pass")
     p.add_argument("--cache-dir", help="scratch directory for kept maps (default: system temp)")
+    p.add_argument("--cache-memory-mb", type=float,
+                   help="kept maps held in (device) memory before spilling to --cache-dir "
+                        "(default: a third of a GPU's free memory; 0 on the CPU)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report")
 
@@ -70,6 +73,7 @@ def cmd_dissect(args) -> int:
         categories=csv_list(args.categories), thresholds=_parse_thresholds(args.thresholds),
         batch_size=args.batch_size, device=args.device, workers=args.workers, topk=args.topk,
         max_images=args.max_images, second_pass=args.second_pass, cache_dir=args.cache_dir,
+        cache_memory_mb=args.cache_memory_mb,
     )
     print_summary(result)
     if not args.no_report:

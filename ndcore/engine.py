@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .cache import SparseMapCache, below_threshold_fill
+from .cache import SparseMapCache, below_threshold_fill, default_memory_budget
 from .capture import LayerCapture
 from .counts import TallyCounts
 from .data.probe import ProbeBatch, ProbeError, ProbeSource, collate_probe_items
@@ -48,6 +48,7 @@ class DissectOptions:
     max_images: Optional[int] = None
     second_pass: str = "auto"  # "cache" (keep candidate maps on disk), "forward", or "auto"
     cache_dir: Optional[str] = None
+    cache_memory_mb: Optional[float] = None  # kept maps held in memory first (default: per device)
 
     def validate(self) -> None:
         if self.union not in UNIONS:
@@ -192,7 +193,10 @@ class Dissection:
                     if self.second_pass is None:
                         self.second_pass = self._choose_second_pass(acts, todo)
                         if self.second_pass == "cache":
-                            cache = SparseMapCache(self.options.cache_dir)
+                            budget = self.options.cache_memory_mb
+                            budget = default_memory_budget(self.device) if budget is None \
+                                else int(budget * 2**20)
+                            cache = SparseMapCache(self.options.cache_dir, budget)
                     for name, a in acts.items():
                         if name not in topk:
                             topk[name] = TopKImages(a.shape[1], self.options.topk)
@@ -219,8 +223,7 @@ class Dissection:
         finally:
             self.source.load_labels = True
             if cache is not None:
-                self.cache_stats = {"maps_kept": cache.maps_kept, "maps_seen": cache.maps_seen,
-                                    "bytes": cache.bytes_written}
+                self.cache_stats = cache.stats()
                 cache.close()
         return {k: v.cpu() for k, v in thresholds.items()}, counts, topk
 

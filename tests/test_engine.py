@@ -10,6 +10,7 @@ from torch import nn
 
 from ndcore import load_result
 from ndcore.api import run_dissection
+from ndcore.engine import Dissection, DissectOptions
 from ndcore.data.broden import BrodenDataset
 from ndcore.models import ModelAdapter, Preprocess
 from ndcore.ops import tally_reference, upsample_bilinear
@@ -43,10 +44,17 @@ def assert_same_counts(a, b):
             np.testing.assert_array_equal(a[layer][key], b[layer][key], err_msg=f"{layer} {key}")
 
 
-def test_cached_second_pass_equals_forward_second_pass(dataset):
+@pytest.mark.parametrize("memory_mb", [0, 0.02, 1000])  # all on disk, spilling, all in memory
+def test_cached_second_pass_equals_forward_second_pass(dataset, memory_mb):
     layers = ["1", "3", "5"]
     fwd = run_dissection(adapter(), layers, BrodenDataset(dataset), second_pass="forward", batch_size=6)
-    cached = run_dissection(adapter(), layers, BrodenDataset(dataset), second_pass="cache", batch_size=6)
+    run = Dissection(adapter(), layers, BrodenDataset(dataset),
+                     DissectOptions(second_pass="cache", batch_size=6, cache_memory_mb=memory_mb),
+                     quiet=True)
+    cached = run.run()
+    stats = run.cache_stats
+    assert (stats["bytes_on_disk"] > 0) == (memory_mb < 1000)
+    assert (stats["bytes_in_memory"] > 0) == (memory_mb > 0)
     assert_same_counts(counts_of(fwd), counts_of(cached))
     for layer in layers:
         np.testing.assert_array_equal(fwd[layer].thresholds, cached[layer].thresholds)
