@@ -74,9 +74,13 @@ class LayerCapture:
                 )
             if name in self.edits:
                 output = self.edits[name](output)
-            self.outputs[name] = output
-            if self.stop_early and len(self.outputs) == len(self.layers):
+            last = len(self.outputs) + 1 == len(self.layers)
+            if self.stop_early and last:
+                self.outputs[name] = output
                 raise _StopForward
+            # The forward pass goes on: keep a copy, since a later in-place op (e.g. a
+            # ReLU(inplace=True) right after a conv) would otherwise change what we captured.
+            self.outputs[name] = output.clone() if isinstance(output, torch.Tensor) else output
             return output if name in self.edits else None
 
         return hook

@@ -99,3 +99,15 @@ def test_capture_stops_after_last_layer_and_removes_hooks():
         cap(torch.zeros(1, 3, 32, 32))
     assert calls == []  # stopped before the head
     assert all(not m._forward_hooks for n, m in adapter.module.named_modules() if n == "conv2")
+
+
+def test_capture_is_not_changed_by_later_inplace_ops():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.ReLU(inplace=True),
+                                torch.nn.Conv2d(4, 2, 1))
+    x = torch.randn(2, 3, 5, 5)
+    with LayerCapture(model, ["0", "2"]) as cap:
+        out = cap(x)
+    expected = model[0](x)
+    assert (expected < 0).any()
+    torch.testing.assert_close(out["0"], expected)  # pre-ReLU values, as the conv produced them
