@@ -76,10 +76,8 @@ class TopTail:
         units = torch.cat([tail_units, *[u.long() for u in self._units]])
         values = torch.cat([self._tail.reshape(-1), *self._values])
         self._units, self._values, self._pending = [], [], 0
-        # Sort by value (descending), then stably by unit: each unit's values end up descending.
-        order = torch.argsort(values, descending=True, stable=True)
-        units, values = units[order], values[order]
-        order = torch.argsort(units, stable=True)
+        # One sort by (unit ascending, value descending): each unit's values end up descending.
+        order = torch.argsort(_unit_value_key(units, values))
         units, values = units[order], values[order]
         counts = torch.bincount(units, minlength=self.num_units)
         starts = torch.cumsum(counts, 0) - counts
@@ -136,6 +134,13 @@ class TopTail:
         full = self._tail.shape[1] == self.keep
         self.floor = self._tail[:, -1].clone() if full else torch.full(
             (self.num_units,), -math.inf, device=self.device)
+
+
+def _unit_value_key(units: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """int64 keys ordering by unit, then by float32 value descending (one integer sort)."""
+    bits = values.contiguous().view(torch.int32).long()
+    ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # ascending ints = ascending floats
+    return units * (1 << 32) - ordered
 
 
 def _lerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:

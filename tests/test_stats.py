@@ -73,3 +73,16 @@ def test_topk_images_keeps_best_maps():
         assert top.indices[u].tolist() == expected.tolist()
         for j, img in enumerate(expected.tolist()):
             torch.testing.assert_close(top.maps[u, j].float(), acts[img, u].half().float())
+
+
+def test_unit_value_key_orders_by_unit_then_value_descending():
+    from ndcore.stats import _unit_value_key
+
+    values = torch.tensor([0.0, -0.0, 1.5, -2.0, float("inf"), -float("inf"), 3e-45, -3e-45,
+                           3.4e38, -3.4e38, 1.0, 1.0], dtype=torch.float32)
+    units = torch.tensor([0, 1, 0, 1, 2, 2, 0, 0, 1, 2, 2, 0])
+    order = torch.argsort(_unit_value_key(units, values))
+    got = list(zip(units[order].tolist(), values[order].tolist()))
+    expected = sorted(zip(units.tolist(), values.tolist()), key=lambda p: (p[0], -p[1]))
+    assert [u for u, _ in got] == [u for u, _ in expected]
+    assert [v for _, v in got] == [v for _, v in expected]
