@@ -90,9 +90,6 @@ class SparseMapCache:
             out[rows, units] = maps
         return out
 
-    def num_batches(self, layer: str) -> int:
-        return len(self._index.get(layer, []))
-
     def stats(self) -> Dict[str, int]:
         return {"maps_kept": self.maps_kept, "maps_seen": self.maps_seen,
                 "bytes_in_memory": self.bytes_in_memory, "bytes_on_disk": self.bytes_on_disk}

@@ -206,6 +206,17 @@ def save_layer_counts(directory: Path, counts: Dict[str, np.ndarray], thresholds
         np.savez_compressed(directory / "topk.npz", **topk)
 
 
+def _category_view(full: Vocabulary, categories: Optional[Sequence[str]], where) -> Vocabulary:
+    """The run's vocabulary, restricted to ``categories`` when given (unknown ones refused)."""
+    if not categories:
+        return full
+    unknown = [c for c in categories if c not in full.categories]
+    if unknown:
+        raise NdcoreError(f"{where}: the run has no category {unknown[0]!r}; "
+                          f"it has {', '.join(full.categories)}")
+    return full.restricted(categories)
+
+
 class DissectionResult:
     """All layers of a run; load with :meth:`load`, relabel with :meth:`relabel`."""
 
@@ -234,13 +245,7 @@ class DissectionResult:
             raise OutputError(f"{directory}: the run did not finish (config.json says incomplete); "
                               "run the same `ndcore dissect` command again")
         full_vocab = Vocabulary.load(directory / "vocabulary.json")
-        vocab = full_vocab
-        if categories:
-            unknown = [c for c in categories if c not in full_vocab.categories]
-            if unknown:
-                raise NdcoreError(f"{directory}: the run has no category {unknown[0]!r}; "
-                                  f"it has {', '.join(full_vocab.categories)}")
-            vocab = full_vocab.restricted(categories)
+        vocab = _category_view(full_vocab, categories, directory)
         options = config.get("options", {})
         layers = {}
         for name in config["layers"]:
@@ -266,7 +271,7 @@ class DissectionResult:
                 categories: Optional[Sequence[str]] = None) -> "DissectionResult":
         """The same counts labelled with another union convention, cut-off or category set."""
         full = next(iter(self.layers.values())).full_vocabulary or self.vocabulary
-        vocab = full.restricted(categories) if categories else full
+        vocab = _category_view(full, categories, self.directory)
         layers = {
             name: LayerResult(name, vocab, lr.counts, lr.thresholds, union or lr.union,
                               lr.cutoff if cutoff is None else cutoff, full, lr.topk)
