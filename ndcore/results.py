@@ -23,6 +23,39 @@ UNIONS = ("paper", "lite", "plain")
 DEFAULT_CUTOFF = 0.04
 
 
+def _subset_mask(vocab: Vocabulary, full_vocab: Vocabulary) -> int:
+    mask = 0
+    for c in vocab.categories:
+        mask |= 1 << full_vocab.categories.index(c)
+    return mask
+
+
+def _check_label_space(counts: Dict[str, np.ndarray]) -> None:
+    if "labelspace_id_label" not in counts:
+        raise OutputError("these counts were written by an older ndcore (before label-space "
+                          "counts); run the dissection again")
+
+
+def label_counts(counts: Dict[str, np.ndarray], vocab: Vocabulary,
+                 full_vocab: Vocabulary) -> Dict[str, np.ndarray]:
+    """Intersections [U, L] and label pixel counts [L] of the labels as a run restricted to
+    ``vocab``'s categories would have counted them (see data/labelspace.py)."""
+    _check_label_space(counts)
+    id_label = counts["labelspace_id_label"]
+    keep = (counts["labelspace_id_bits"] & _subset_mask(vocab, full_vocab)) != 0
+    keep[0] = False
+    n_units = counts["intersection"].shape[0]
+    inter = np.zeros((n_units, full_vocab.num_labels), dtype=np.int64)
+    truth = np.zeros(full_vocab.num_labels, dtype=np.int64)
+    cols = np.nonzero(keep)[0]
+    if cols.size:
+        # ids are ordered by label: sum each label's run of kept ids
+        labels, starts = np.unique(id_label[cols], return_index=True)
+        inter[:, labels] = np.add.reduceat(counts["intersection"][:, cols], starts, axis=1)
+        truth[labels] = np.add.reduceat(counts["truth"][cols], starts)
+    return {"intersection": inter, "truth": truth}
+
+
 def activation_counts(counts: Dict[str, np.ndarray], vocab: Vocabulary, union: str,
                       full_vocab: Optional[Vocabulary] = None) -> np.ndarray:
     """Per (unit, label): the sum of a unit's mask sizes that enters the union with that label.
@@ -32,7 +65,8 @@ def activation_counts(counts: Dict[str, np.ndarray], vocab: Vocabulary, union: s
     """
     full_vocab = full_vocab or vocab
     area = counts["area_by_pattern"]  # [U, K]
-    n_units, n_labels = counts["intersection"].shape
+    n_units = counts["intersection"].shape[0]
+    n_labels = full_vocab.num_labels
     if union == "plain":
         return np.repeat(area.sum(1, keepdims=True), n_labels, axis=1)
     if union == "paper":
@@ -44,11 +78,19 @@ def activation_counts(counts: Dict[str, np.ndarray], vocab: Vocabulary, union: s
         annotated = (patterns[None, :] & masks[:, None]) != 0  # [L, K]
         return area @ annotated.T.astype(np.int64)
     if union == "lite":
+        _check_label_space(counts)
+        subsets = list(counts["labelspace_lite_subsets"])
+        mask = _subset_mask(vocab, full_vocab)
+        if mask not in subsets:
+            raise NdcoreError(
+                f"--union lite with categories {','.join(vocab.categories)}: this run has "
+                f"{full_vocab.num_categories} categories, and NetDissect-Lite counts are kept "
+                "per category subset only up to 8; dissect again with --categories")
+        by_cat = counts["act_lite"][:, subsets.index(mask), :]  # [U, C_full]
         act = np.zeros((n_units, n_labels), dtype=np.int64)
         for l in range(n_labels):
             if vocab.primary[l] >= 0:
-                c = full_vocab.categories.index(vocab.categories[vocab.primary[l]])
-                act[:, l] = counts["act_lite"][:, c]
+                act[:, l] = by_cat[:, full_vocab.categories.index(vocab.categories[vocab.primary[l]])]
         return act
     raise NdcoreError(f"unknown union convention {union!r}; choose one of {', '.join(UNIONS)}")
 
@@ -56,15 +98,16 @@ def activation_counts(counts: Dict[str, np.ndarray], vocab: Vocabulary, union: s
 def iou_matrix(counts: Dict[str, np.ndarray], vocab: Vocabulary, union: str,
                full_vocab: Optional[Vocabulary] = None) -> Dict[str, np.ndarray]:
     """IoU [U, L] (0 where the union is empty or the label has no kept category)."""
-    inter = counts["intersection"].astype(np.int64)
-    truth = counts["truth"].astype(np.int64)[None, :]
+    full_vocab = full_vocab or vocab
+    by_label = label_counts(counts, vocab, full_vocab)
+    inter, truth = by_label["intersection"], by_label["truth"]
     act = activation_counts(counts, vocab, union, full_vocab)
-    union_size = act + truth - inter
+    union_size = act + truth[None, :] - inter
     with np.errstate(divide="ignore", invalid="ignore"):
         iou = np.where(union_size > 0, inter / np.maximum(union_size, 1), 0.0)
     iou[:, vocab.primary < 0] = 0.0
     iou[:, 0] = 0.0
-    return {"iou": iou, "activation": act, "intersection": inter, "truth": truth[0]}
+    return {"iou": iou, "activation": act, "intersection": inter, "truth": truth}
 
 
 @dataclass
@@ -108,18 +151,22 @@ class LayerResult:
             by_cat = {}
             for c, cat in enumerate(vocab.categories):
                 labels = np.nonzero(vocab.primary == c)[0]
-                if labels.size == 0:
+                best = int(labels[np.argmax(self.iou[u, labels])]) if labels.size else 0
+                if not labels.size or self.iou[u, best] <= 0:
+                    # NetDissect-Lite: no label with IoU > 0 gives label 0, written as "".
                     by_cat[cat] = {"label": "", "number": 0, "iou": 0.0, "truth": 0,
                                    "activation": 0, "intersect": 0}
                     continue
-                best = int(labels[np.argmax(self.iou[u, labels])])
                 by_cat[cat] = {
                     "label": vocab.label_names[best], "number": best,
                     "iou": float(self.iou[u, best]), "truth": int(m["truth"][best]),
                     "activation": int(m["activation"][u, best]),
                     "intersect": int(m["intersection"][u, best]),
                 }
-            best_cat = max(vocab.categories, key=lambda c: (by_cat[c]["iou"], -vocab.categories.index(c)))
+            # The best category; ties (e.g. all zero) go to the later one, as NetDissect-Lite's
+            # reversed argsort does.
+            best_cat = max(vocab.categories,
+                           key=lambda c: (by_cat[c]["iou"], vocab.categories.index(c)))
             top = by_cat[best_cat]
             order = np.argsort(-self.iou[u], kind="stable")[:6]
             ranked = [

@@ -10,7 +10,7 @@ from torch import nn
 from broden_fixture import write_broden
 from ndcore.api import run_dissection
 from ndcore.data.broden import BrodenDataset
-from ndcore.data.probe import collate_probe_items
+from ndcore.data.probe import stack_items
 from ndcore.errors import ActivationError, DatasetError, LayerError, OutputError
 from ndcore.models import ModelAdapter, Preprocess
 
@@ -67,7 +67,7 @@ def test_reads_items_planes_and_image_labels(broden):
     assert item.annotated.tolist() == [True, True, True, True]
     assert ds[1].annotated.tolist() == [False, False, False, True]
     assert list(ds[2].image_labels) == [4]  # repeated image-level label counted once
-    batch = collate_probe_items([ds[0], ds[1], ds[2]])
+    batch = stack_items([ds[0], ds[1], ds[2]])
     assert batch.labels.shape == (3, 4, 4, 4)  # planes padded to the largest count
     assert batch.labels[1, 1:].abs().sum() == 0
     assert batch.image_labels.tolist() == [[4], [0], [4]]
@@ -211,7 +211,7 @@ def test_output_dir_with_a_different_run(broden, tmp_path):
     out = tmp_path / "run"
     run_dissection(identity_adapter(), ["0"], BrodenDataset(broden), out)
     run_dissection(identity_adapter(), ["0"], BrodenDataset(broden), out)  # same run: fine
-    with pytest.raises(OutputError, match="already holds a different run"):
+    with pytest.raises(OutputError, match="holds a different run .*--overwrite"):
         run_dissection(identity_adapter(), ["0"], BrodenDataset(broden), out, quantile=0.01)
     other = tmp_path / "other"
     other.mkdir()

@@ -17,7 +17,7 @@ def env(tmp_path_factory):
 
 
 def ndcore(env, *args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "ndcore.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "ndcore", *args], capture_output=True,
                           text=True, env=env, cwd=cwd, timeout=600)
 
 

@@ -52,7 +52,7 @@ def test_cached_second_pass_equals_forward_second_pass(dataset, memory_mb):
                      DissectOptions(second_pass="cache", batch_size=6, cache_memory_mb=memory_mb),
                      quiet=True)
     cached = run.run()
-    stats = run.cache_stats
+    stats = cached.config["run"]["map_cache"]
     assert (stats["bytes_on_disk"] > 0) == (memory_mb < 1000)
     assert (stats["bytes_in_memory"] > 0) == (memory_mb > 0)
     assert_same_counts(counts_of(fwd), counts_of(cached))
@@ -65,9 +65,9 @@ def test_engine_counts_equal_a_direct_reference_computation(dataset):
     ds = BrodenDataset(dataset)
     model = adapter()
     result = run_dissection(model, ["3"], ds, batch_size=9, quantile=0.05)
-    from ndcore.data.probe import collate_probe_items
+    from ndcore.data.probe import stack_items
 
-    batch = collate_probe_items([ds[i] for i in range(len(ds))])
+    batch = stack_items([ds[i] for i in range(len(ds))])
     with torch.no_grad():
         acts = model.module[:4](model.preprocess(batch.images))
     values = acts.transpose(0, 1).reshape(acts.shape[1], -1).numpy()
@@ -76,7 +76,9 @@ def test_engine_counts_equal_a_direct_reference_computation(dataset):
     inter, area, _ = tally_reference(acts, torch.from_numpy(result["3"].thresholds), batch.labels,
                                      torch.as_tensor(ds.vocabulary.primary), ds.vocabulary.num_labels,
                                      ds.vocabulary.num_categories)
-    counts = result["3"].counts
+    from ndcore.results import label_counts
+
+    counts = label_counts(result["3"].counts, ds.vocabulary, ds.vocabulary)
     # pixel labels match directly; image-level labels (scene) add the whole mask of the image
     scene = [3, 4]
     pixel = [l for l in range(ds.vocabulary.num_labels) if l not in scene]
@@ -84,7 +86,7 @@ def test_engine_counts_equal_a_direct_reference_computation(dataset):
     for l in scene:
         has = (batch.image_labels == l).any(1)
         np.testing.assert_array_equal(counts["intersection"][:, l], area[has].sum(0).numpy())
-    assert counts["area_by_pattern"].sum() == area.sum()
+    assert result["3"].counts["area_by_pattern"].sum() == area.sum()
 
 
 def test_given_thresholds_single_pass(dataset, tmp_path):
@@ -109,9 +111,9 @@ def test_quantile_on_upsampled_maps(dataset):
     ds = BrodenDataset(dataset)
     model = adapter()
     result = run_dissection(model, ["3"], ds, quantile_on="upsampled", quantile=0.02, batch_size=7)
-    from ndcore.data.probe import collate_probe_items
+    from ndcore.data.probe import stack_items
 
-    batch = collate_probe_items([ds[i] for i in range(len(ds))])
+    batch = stack_items([ds[i] for i in range(len(ds))])
     with torch.no_grad():
         acts = model.module[:4](model.preprocess(batch.images))
     up = upsample_bilinear(acts, batch.label_size)
@@ -204,11 +206,11 @@ def test_cuda_run_equals_cpu_run(dataset, second_pass):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_given_thresholds_exact(dataset, tmp_path):
     """With the same thresholds and the same maps, the GPU counts equal the CPU counts exactly."""
-    from ndcore.data.probe import collate_probe_items
+    from ndcore.data.probe import stack_items
     from ndcore.ops import tally
 
     ds = BrodenDataset(dataset)
-    batch = collate_probe_items([ds[i] for i in range(len(ds))])
+    batch = stack_items([ds[i] for i in range(len(ds))])
     with torch.no_grad():
         acts = random_cnn()[:4](Preprocess()(batch.images))
     thr = torch.quantile(acts.transpose(0, 1).reshape(acts.shape[1], -1), 0.9, dim=1)

@@ -21,7 +21,7 @@ def run_cli(args, extra_path=None, cwd=None):
     env = dict(os.environ, COLUMNS="250")  # rich wraps table cells to the terminal width
     if extra_path:
         env["PYTHONPATH"] = os.pathsep.join([str(p) for p in extra_path] + [env.get("PYTHONPATH", "")])
-    return subprocess.run([sys.executable, "-m", "ndcore.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "ndcore", *args], capture_output=True,
                           text=True, env=env, cwd=cwd, timeout=300)
 
 

@@ -4,13 +4,22 @@ import numpy as np
 import pytest
 import torch
 
-from ndcore.stats import TopKImages, TopTail, tail_size
+from ndcore.engine.tail import TopTail, tail_size
+from ndcore.engine.topk import TopKImages
+from ndcore.data.probe import ProbeBatch
+
+
+def batch_of(indices):
+    n = len(indices)
+    return ProbeBatch(indices, torch.zeros(n, 0, 0, 0, dtype=torch.uint8),
+                      torch.zeros(n, 0, 1, 1, dtype=torch.int32), torch.zeros(n, 0, dtype=torch.int64),
+                      torch.zeros(n, 0, dtype=torch.bool))
 
 
 def stream(values: np.ndarray, q: float, chunks: int) -> TopTail:
     tail = TopTail(values.shape[0], tail_size(values.shape[1], q))
     for part in np.array_split(values, chunks, axis=1):
-        tail.add(torch.from_numpy(np.ascontiguousarray(part)))
+        tail.add_values(torch.from_numpy(np.ascontiguousarray(part)))
     return tail
 
 
@@ -44,9 +53,9 @@ def test_tail_is_bounded_and_merge_equals_single_stream():
     a = TopTail(4, keep)
     b = TopTail(4, keep)
     for part in np.array_split(x[:, :9000], 5, axis=1):
-        a.add(torch.from_numpy(np.ascontiguousarray(part)))
+        a.add_values(torch.from_numpy(np.ascontiguousarray(part)))
     for part in np.array_split(x[:, 9000:], 5, axis=1):
-        b.add(torch.from_numpy(np.ascontiguousarray(part)))
+        b.add_values(torch.from_numpy(np.ascontiguousarray(part)))
         assert b._tail.numel() + b._pending <= 2 * keep * 4 + 65536
     restored = TopTail(4, keep)
     restored.load_state_dict(a.state_dict())
@@ -56,7 +65,7 @@ def test_tail_is_bounded_and_merge_equals_single_stream():
 
 def test_quantile_refuses_too_small_tail():
     tail = TopTail(1, 3)
-    tail.add(torch.arange(10000, dtype=torch.float32).view(1, -1))
+    tail.add_values(torch.arange(10000, dtype=torch.float32).view(1, -1))
     with pytest.raises(ValueError, match="needs"):
         tail.quantile(0.01)
 
@@ -66,7 +75,7 @@ def test_topk_images_keeps_best_maps():
     acts = torch.from_numpy(rng.normal(size=(23, 3, 4, 5)).astype(np.float32))
     top = TopKImages(3, 4)
     for start in range(0, 23, 6):
-        top.add(acts[start:start + 6], torch.arange(start, min(start + 6, 23)))
+        top.add(acts[start:start + 6], batch_of(torch.arange(start, min(start + 6, 23))))
     peaks = acts.amax(dim=(2, 3))  # [N, U]
     for u in range(3):
         expected = torch.argsort(peaks[:, u], descending=True)[:4]
@@ -76,7 +85,7 @@ def test_topk_images_keeps_best_maps():
 
 
 def test_unit_value_key_orders_by_unit_then_value_descending():
-    from ndcore.stats import _unit_value_key
+    from ndcore.engine.tail import _unit_value_key
 
     values = torch.tensor([0.0, -0.0, 1.5, -2.0, float("inf"), -float("inf"), 3e-45, -3e-45,
                            3.4e38, -3.4e38, 1.0, 1.0], dtype=torch.float32)

@@ -160,7 +160,7 @@ class BrodenDataset(ProbeSource):
                 "name": row["image"],
                 "sizes": sizes,
                 "planes": [],  # (category index, path)
-                "image_labels": [],
+                "image_labels": [],  # (label number, category index)
                 "annotated": np.zeros(len(cats), dtype=bool),
             }
             for c, cat in enumerate(cats):
@@ -175,10 +175,10 @@ class BrodenDataset(ProbeSource):
                             raise DatasetError(
                                 f"{where}: image-level label {number} ({cat}) is not in label.csv"
                             )
-                        if number:
-                            entry["image_labels"].append(number)
+                        if number and (number, c) not in entry["image_labels"]:
+                            entry["image_labels"].append((number, c))
                     else:
-                        entry["planes"].append(self._inside(token, where))
+                        entry["planes"].append((c, self._inside(token, where)))
             rows.append(entry)
         return rows
 
@@ -195,19 +195,25 @@ class BrodenDataset(ProbeSource):
         return str(self.rows[index]["image"])
 
     def __getitem__(self, index: int) -> ProbeItem:
+        return self.read(index)
+
+    def read(self, index: int, image: bool = True, labels: bool = True) -> ProbeItem:
         row = self.rows[index]
         try:
-            image = self._load_rgb(row["image"], row["sizes"][:2]) if self.load_images else None
-            planes = self._load_planes(row)
+            rgb = self._load_rgb(row["image"], row["sizes"][:2]) if image else None
+            planes = self._load_planes(row) if labels else \
+                np.zeros((0, *row["sizes"][2:]), dtype=np.int32)
         except DatasetError as e:
             return ProbeItem(index=index, error=str(e))
         return ProbeItem(
             index=index,
-            image=image,
+            image=rgb,
             planes=planes,
-            image_labels=list(dict.fromkeys(row["image_labels"])),
+            image_labels=[n for n, _ in row["image_labels"]],
+            image_label_categories=[c for _, c in row["image_labels"]],
             annotated=row["annotated"],
             label_size=row["sizes"][2:],
+            plane_categories=[c for c, _ in row["planes"]] if labels else [],
         )
 
     @staticmethod
@@ -227,11 +233,10 @@ class BrodenDataset(ProbeSource):
         return image
 
     def _load_planes(self, row: dict) -> np.ndarray:
+        """The label planes, a label repeated at a pixel within one category counted once."""
         sh, sw = row["sizes"][2:]
-        if not self.load_labels:
-            return np.zeros((0, sh, sw), dtype=np.int32)
         planes = np.zeros((len(row["planes"]), sh, sw), dtype=np.int32)
-        for j, path in enumerate(row["planes"]):
+        for j, (_, path) in enumerate(row["planes"]):
             try:
                 with Image.open(path) as im:
                     rgb = np.asarray(im.convert("RGB"), dtype=np.int32)
@@ -253,4 +258,8 @@ class BrodenDataset(ProbeSource):
                 numbers = sorted(set(int(v) for v in np.unique(plane[bad])[:5]))
                 raise DatasetError(f"{path}: label number(s) {numbers} not in label.csv")
             planes[j] = plane
-        return remove_repeated_labels(planes)
+        cats = np.asarray([c for c, _ in row["planes"]], dtype=np.int64)
+        for c in np.unique(cats):
+            same = np.nonzero(cats == c)[0]
+            planes[same] = remove_repeated_labels(planes[same])  # fancy indexing copies
+        return planes

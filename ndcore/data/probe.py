@@ -1,8 +1,10 @@
 """What a probe source yields: images with their label planes, batched for the engine.
 
-A probe source is anything with a ``vocabulary``, ``__len__`` and ``__getitem__`` returning
-:class:`ProbeItem` (a Broden directory, the synthetic set, or later a generator + segmenter).
-The engine never assumes labels come from files.
+A probe source is anything with a ``vocabulary``, ``info``, ``__len__`` and ``__getitem__``
+returning :class:`ProbeItem` (a Broden directory, the synthetic set, a plugin's in-memory set).
+The engine never assumes labels come from files, and never changes a source: a pass that needs
+only images (or only labels) calls :meth:`ProbeSource.read` with what it needs, and sources
+that can skip decoding one side override it.
 """
 
 from __future__ import annotations
@@ -18,24 +20,34 @@ from .vocabulary import Vocabulary
 
 @dataclass
 class ProbeItem:
-    """One probe image. ``error`` is set instead of raising inside DataLoader workers, so the
-    main process can report it as one clear line (the file at fault and why)."""
+    """One probe image and its annotation.
+
+    ``error`` is set instead of raising inside DataLoader workers, so the main process can
+    report it as one clear line (the file at fault and why).
+    """
 
     index: int
     image: Optional[np.ndarray] = None  # uint8 [H, W, 3]
-    planes: Optional[np.ndarray] = None  # int32 [P, sh, sw], 0 = no label, no repeats per pixel
-    image_labels: Sequence[int] = ()
+    planes: Optional[np.ndarray] = None  # int [P, sh, sw] label numbers, 0 = no label
+    image_labels: Sequence[int] = ()  # labels that cover the whole image (scene, texture)
     annotated: Optional[np.ndarray] = None  # bool [C]: categories annotated on this image
-    label_size: Optional[tuple] = None  # (sh, sw) even when there is no plane
+    label_size: Optional[tuple] = None  # (sh, sw), also when there is no plane
+    # Which category each plane / image-level label was annotated as (index into the
+    # vocabulary's categories; -1 or None = not known). It makes relabelling a saved run with
+    # fewer categories exact for labels that belong to several categories.
+    plane_categories: Optional[Sequence[int]] = None
+    image_label_categories: Optional[Sequence[int]] = None
     error: Optional[str] = None
 
 
 @dataclass
 class ProbeBatch:
-    indices: torch.Tensor  # int64 [B]
-    images: torch.Tensor  # uint8 [B, 3, H, W]
+    """A batch as the passes see it. ``labels`` hold *label-space* ids (see labelspace.py)."""
+
+    indices: torch.Tensor  # int64 [B] probe indices
+    images: torch.Tensor  # uint8 [B, 3, H, W] ([B, 0, 0, 0] in a labels-only pass)
     labels: torch.Tensor  # int32 [B, P, sh, sw] (planes zero-padded to the batch's maximum)
-    image_labels: torch.Tensor  # int64 [B, Q] (zero-padded)
+    image_labels: torch.Tensor  # int64 [B, Q] label-space ids (zero-padded)
     annotated: torch.Tensor  # bool [B, C]
 
     def pin_memory(self) -> "ProbeBatch":
@@ -51,29 +63,38 @@ class ProbeBatch:
     def label_size(self) -> tuple:
         return tuple(self.labels.shape[-2:])
 
+    def __len__(self) -> int:
+        return int(self.indices.numel())
+
 
 class ProbeError(Exception):
     """Carries the first item error of a batch out of the collate function."""
 
 
-def collate_probe_items(items: List[ProbeItem]) -> ProbeBatch:
-    """Stack items into a batch; raises ProbeError naming the first broken item."""
+def stack_items(items: List[ProbeItem]) -> ProbeBatch:
+    """Stack items whose ``planes`` / ``image_labels`` are already label-space ids.
+
+    Raises ProbeError naming the first broken item, or images / label planes of different
+    sizes in one batch.
+    """
     for item in items:
         if item.error:
             raise ProbeError(item.error)
     first = items[0]
     with_images = first.image is not None
-    shape = first.image.shape if with_images else None
-    sizes = {tuple(item.label_size) for item in items}
     for item in items:
-        if with_images and item.image.shape != shape:
+        if with_images and item.image.shape != first.image.shape:
             raise ProbeError(
-                f"image {item.index} has size {item.image.shape[:2]} but image {first.index} has "
-                f"{shape[:2]}; give --resize so all probe images share one size"
+                f"image {item.index} is {item.image.shape[0]}x{item.image.shape[1]} but image "
+                f"{first.index} is {first.image.shape[0]}x{first.image.shape[1]}; give --resize "
+                "so that all probe images share one size"
             )
-    if len(sizes) > 1:
-        raise ProbeError(f"label planes of different sizes in one batch: {sorted(sizes)}")
-    sh, sw = sizes.pop()
+        if tuple(item.label_size) != tuple(first.label_size):
+            raise ProbeError(
+                f"image {item.index} has labels of size {tuple(item.label_size)} but image "
+                f"{first.index} has {tuple(first.label_size)}; label sizes must agree"
+            )
+    sh, sw = first.label_size
     n_planes = max(item.planes.shape[0] for item in items)
     labels = np.zeros((len(items), n_planes, sh, sw), dtype=np.int32)
     n_img_labels = max((len(item.image_labels) for item in items), default=0)
@@ -84,27 +105,16 @@ def collate_probe_items(items: List[ProbeItem]) -> ProbeBatch:
     if with_images:
         images = torch.from_numpy(np.ascontiguousarray(
             np.stack([item.image for item in items]).transpose(0, 3, 1, 2)))
-    else:  # a labels-only pass (the model's maps come from the cache)
+    else:  # a labels-only pass (the model's maps come from the kept-map store)
         images = torch.zeros((len(items), 0, 0, 0), dtype=torch.uint8)
     return ProbeBatch(
         indices=torch.tensor([item.index for item in items], dtype=torch.int64),
         images=images,
         labels=torch.from_numpy(labels),
         image_labels=torch.from_numpy(image_labels),
-        annotated=torch.from_numpy(np.stack([item.annotated for item in items])),
+        annotated=torch.from_numpy(np.stack([np.asarray(item.annotated, dtype=bool)
+                                             for item in items])),
     )
-
-
-def remove_repeated_labels(planes: np.ndarray) -> np.ndarray:
-    """Zero a label that already appears at the same pixel in an earlier plane (in place).
-
-    The tally counts (pixel, plane) pairs; without this a label listed twice at one pixel would
-    count twice and an IoU could exceed 1.
-    """
-    for j in range(1, planes.shape[0]):
-        for i in range(j):
-            planes[j][(planes[j] == planes[i]) & (planes[j] != 0)] = 0
-    return planes
 
 
 @dataclass
@@ -119,14 +129,14 @@ class ProbeSourceInfo:
 
 
 class ProbeSource(torch.utils.data.Dataset):
-    """Base class of probe sources (map-style datasets of :class:`ProbeItem`)."""
+    """Base class of probe sources (map-style datasets of :class:`ProbeItem`).
+
+    Required: ``vocabulary``, ``info``, ``__len__``, ``__getitem__``. Optional: ``read`` (skip
+    decoding what a pass does not need), ``image_path`` (reports link the original file).
+    """
 
     vocabulary: Vocabulary
     info: ProbeSourceInfo
-    # Passes that need only one side set these False; sources may then skip decoding images
-    # (item.image = None) or label planes (zero planes, image-level labels kept: they are free).
-    load_images: bool = True
-    load_labels: bool = True
 
     def __len__(self) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -134,13 +144,26 @@ class ProbeSource(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> ProbeItem:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def read(self, index: int, image: bool = True, labels: bool = True) -> ProbeItem:
+        """The item at ``index``; a source may leave out the image (``image=False``) or the
+        label planes (``labels=False``: zero planes, image-level labels kept) to save work."""
+        return self[index]
+
     def image_path(self, index: int) -> Optional[str]:
-        """The file an image came from (for reports), or None for generated images."""
+        """The file an image came from (for reports), or None for images without a file."""
         return None
 
     def load_image(self, index: int) -> np.ndarray:
         """The RGB image (uint8 [H, W, 3]) at ``index``, for reports and explanations."""
-        item = self[index]
+        item = self.read(index, image=True, labels=False)
         if item.error:
             raise ProbeError(item.error)
         return item.image
+
+
+def remove_repeated_labels(planes: np.ndarray) -> np.ndarray:
+    """Zero a label that already appears at the same pixel in an earlier plane (in place)."""
+    for j in range(1, planes.shape[0]):
+        for i in range(j):
+            planes[j][(planes[j] == planes[i]) & (planes[j] != 0)] = 0
+    return planes

@@ -28,7 +28,7 @@ def build_dataset(size: int, quiet: bool = False) -> Path:
 def run_demo(out: str = "ndcore-demo", size: int = 1000, quiet: bool = False, workers: int = 2,
              report: bool = True):
     from ..api import run_dissection
-    from ..cli import print_summary
+    from ..cli.tables import print_summary
 
     root = build_dataset(size, quiet)
     if not quiet:

@@ -7,7 +7,7 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
-from ..cliargs import csv_list
+from ..cli.args import csv_list
 
 console = Console()
 

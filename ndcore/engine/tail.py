@@ -1,15 +1,19 @@
-"""Streaming, mergeable statistics: exact per-unit top quantile, top-k images, tally counts.
+"""The exact per-unit top quantile of a stream: the threshold of every unit.
 
-Each statistic has ``add``, ``merge``, ``state_dict`` and ``load_state_dict`` so that resumed and
-multi-process runs use the same code path.
+An :class:`~ndcore.engine.accumulator.Accumulator`: its state (the largest ``keep`` values of
+each unit, sorted) is canonical, so shards merge to the same bits in any order.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import torch
+
+from ..data.probe import ProbeBatch
+from ..ops import upsample_bilinear
+from .accumulator import check_mergeable
 
 
 def tail_size(count: int, quantile: float) -> int:
@@ -39,11 +43,13 @@ class TopTail:
     tail by sorting once they pile up, so memory stays within about twice the kept tail.
     """
 
-    def __init__(self, num_units: int, keep: int, device: torch.device | str = "cpu") -> None:
+    def __init__(self, num_units: int, keep: int, device: torch.device | str = "cpu",
+                 upsampled: bool = False) -> None:
         if keep < 1:
             raise ValueError("TopTail: keep must be >= 1")
         self.num_units = num_units
         self.keep = keep
+        self.upsampled = upsampled  # sample the maps upsampled to the label size, not raw
         self.count = 0  # samples seen per unit
         self.device = torch.device(device)
         self.floor = torch.full((num_units,), -math.inf, device=self.device)
@@ -52,7 +58,13 @@ class TopTail:
         self._values: List[torch.Tensor] = []
         self._pending = 0
 
-    def add(self, values: torch.Tensor) -> None:
+    def add(self, maps: torch.Tensor, batch: ProbeBatch) -> None:
+        """Add a batch of maps [B, U, h, w] (upsampled to the label size first if asked)."""
+        if self.upsampled:
+            maps = upsample_bilinear(maps, batch.label_size)
+        self.add_values(maps.transpose(0, 1).reshape(maps.shape[1], -1))
+
+    def add_values(self, values: torch.Tensor) -> None:
         """Add samples [U, n] (every unit gets the same number of samples)."""
         values = values.detach().to(self.device, torch.float32)
         if values.shape[0] != self.num_units:
@@ -114,6 +126,8 @@ class TopTail:
         return _lerp(a, b, frac).float()
 
     def merge(self, other: "TopTail") -> None:
+        check_mergeable(self, other, num_units=self.num_units, keep=self.keep,
+                        upsampled=self.upsampled)
         other._compact()
         units = torch.arange(other.num_units, device=self.device).repeat_interleave(other._tail.shape[1])
         self._units.append(units.to(torch.int32))
@@ -123,12 +137,18 @@ class TopTail:
         self._compact()
 
     def state_dict(self) -> Dict:
+        """Canonical: the top min(keep, count) values of each unit, descending."""
         self._compact()
-        return {"keep": self.keep, "count": self.count, "tail": self._tail.cpu(),
-                "num_units": self.num_units}
+        width = min(self.keep, self.count)
+        tail = self._tail[:, :width]
+        if tail.shape[1] < width:
+            tail = torch.nn.functional.pad(tail, (0, width - tail.shape[1]), value=-math.inf)
+        return {"keep": self.keep, "count": self.count, "num_units": self.num_units,
+                "upsampled": self.upsampled, "tail": tail.to("cpu").contiguous()}
 
     def load_state_dict(self, state: Dict) -> None:
         self.num_units, self.keep, self.count = state["num_units"], state["keep"], state["count"]
+        self.upsampled = bool(state.get("upsampled", False))
         self._units, self._values, self._pending = [], [], 0
         self._tail = state["tail"].to(self.device)
         full = self._tail.shape[1] == self.keep
@@ -147,49 +167,3 @@ def _lerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
     # numpy's _lerp: a + t * (b - a), computed from the nearer end for t >= 0.5.
     diff = b - a
     return b - diff * (1.0 - t) if t >= 0.5 else a + diff * t
-
-
-class TopKImages:
-    """Per unit, the k images with the largest maximum activation, with their maps."""
-
-    def __init__(self, num_units: int, k: int, map_size: Optional[tuple] = None) -> None:
-        self.num_units, self.k = num_units, k
-        self.values = torch.full((num_units, 0), -math.inf)
-        self.indices = torch.zeros((num_units, 0), dtype=torch.int64)
-        self.maps: Optional[torch.Tensor] = None  # float16 [U, k, h, w]
-
-    def add(self, acts: torch.Tensor, image_indices: torch.Tensor) -> None:
-        """acts [B, U, h, w] on any device; image_indices [B]."""
-        acts = acts.detach()
-        peak = acts.amax(dim=(2, 3)).t().float().cpu()  # [U, B]
-        old_k = self.values.shape[1]
-        if old_k == self.k and not bool((peak > self.values[:, -1:]).any()):
-            return  # nothing in this batch enters any unit's top k
-        values = torch.cat([self.values, peak], 1)
-        indices = torch.cat([self.indices, image_indices.cpu().view(1, -1).expand(self.num_units, -1)], 1)
-        top, pos = values.topk(min(self.k, values.shape[1]), dim=1)
-        units = torch.arange(self.num_units).view(-1, 1).expand_as(pos)
-        maps = torch.empty(*pos.shape, *acts.shape[2:], dtype=torch.float16)
-        old = pos < old_k
-        if self.maps is not None and bool(old.any()):
-            maps[old] = self.maps[units[old], pos[old]]
-        new = ~old
-        rows = (pos[new] - old_k).to(acts.device)
-        maps[new] = acts[rows, units[new].to(acts.device)].to("cpu", torch.float16)
-        self.values, self.indices, self.maps = top, indices.gather(1, pos), maps
-
-    def state_dict(self) -> Dict:
-        return {"values": self.values, "indices": self.indices, "maps": self.maps, "k": self.k}
-
-    def load_state_dict(self, state: Dict) -> None:
-        self.values, self.indices, self.maps, self.k = (
-            state["values"], state["indices"], state["maps"], state["k"])
-        self.num_units = self.values.shape[0]
-
-    def merge(self, other: "TopKImages") -> None:
-        values = torch.cat([self.values, other.values], 1)
-        indices = torch.cat([self.indices, other.indices], 1)
-        maps = torch.cat([self.maps, other.maps], 1)
-        top, pos = values.topk(min(self.k, values.shape[1]), dim=1)
-        self.maps = maps.gather(1, pos[:, :, None, None].expand(-1, -1, *maps.shape[2:]))
-        self.values, self.indices = top, indices.gather(1, pos)

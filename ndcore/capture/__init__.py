@@ -11,7 +11,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
-from .errors import LayerError, suggest
+from ..errors import LayerError, suggest
 
 Edit = Callable[[torch.Tensor], torch.Tensor]
 

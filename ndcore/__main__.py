@@ -1,0 +1,7 @@
+"""``python -m ndcore ...`` (what ``torchrun -m ndcore dissect ...`` runs)."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

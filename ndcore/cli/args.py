@@ -1,0 +1,26 @@
+"""Parsing of command-line values shared by the subcommands."""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+from ..errors import NdcoreError
+
+
+def csv_list(value: Optional[str]) -> Optional[List[str]]:
+    """'a, b,,c' -> ['a', 'b', 'c']; '' or None -> None."""
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def parse_size(value: Optional[str], option: str) -> Optional[Tuple[int, int]]:
+    """'N' -> (N, N); 'HxW' or 'H,W' -> (H, W); None -> None."""
+    if not value:
+        return None
+    parts = value.lower().replace("x", ",").split(",")
+    try:
+        size = [int(p) for p in parts]
+    except ValueError:
+        raise NdcoreError(f"{option} {value!r}: expected N or HxW") from None
+    if len(size) not in (1, 2) or min(size) < 1:
+        raise NdcoreError(f"{option} {value!r}: expected N or HxW with positive sizes")
+    return (size[0], size[0]) if len(size) == 1 else (size[0], size[1])

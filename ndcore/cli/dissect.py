@@ -1,0 +1,96 @@
+"""``ndcore dissect``: dissect layers of a model on a probe dataset."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Dict, List, Optional
+
+from ..errors import NdcoreError
+from .args import csv_list, parse_size
+from .console import console
+
+
+def _parse_thresholds(values: List[str]) -> Dict[str, str]:
+    out = {}
+    for value in values or []:
+        layer, sep, path = value.partition("=")
+        if not sep or not layer or not path:
+            raise NdcoreError(f"--thresholds {value!r}: expected LAYER=FILE.npy")
+        out[layer] = path
+    return out
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--union", default="paper", choices=["paper", "lite", "plain"],
+                   help="union convention (METHOD.md section 2)")
+    p.add_argument("--quantile", type=float, default=0.005, help="top quantile per unit")
+    p.add_argument("--quantile-on", default="raw", choices=["raw", "upsampled"],
+                   help="take the quantile over the layer maps or the upsampled maps")
+    p.add_argument("--cutoff", type=float, default=0.04, help="IoU above which a unit detects")
+    p.add_argument("--categories", help="comma-separated subset of categories")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="cpu",
+                   help="cpu or cuda[:N] (under torchrun: cpu or cuda, one GPU per rank)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                   help="run the forward pass under autocast (maps are counted in float32)")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    p.add_argument("--topk", type=int, default=10, help="top images kept per unit")
+    p.add_argument("--max-images", type=int, help="use only the first N images")
+    p.add_argument("--second-pass", default="auto", choices=["auto", "cache", "forward"],
+                   help="pass 2 from kept candidate maps (cache) or a second forward pass")
+    p.add_argument("--cache-dir",
+                   help="scratch folder for kept maps, removed on exit (default: inside --out, "
+                        "with the checkpoint, so that a resumed run keeps them)")
+    p.add_argument("--cache-memory-mb", type=float,
+                   help="kept maps held in (device) memory before going to disk "
+                        "(default: a third of a GPU's free memory; 0 on the CPU)")
+    p.add_argument("--checkpoint-every", type=float, default=120.0, metavar="SECONDS",
+                   help="write a checkpoint this often; running the same command again "
+                        "continues from it (0 = never; default 120)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a different run that --out holds")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--no-report", action="store_true", help="skip the HTML report")
+
+
+def cmd_dissect(args: argparse.Namespace) -> int:
+    from ..api import run_dissection
+    from .tables import print_summary
+
+    result = run_dissection(
+        args.model, csv_list(args.layers) or [], args.dataset, args.out,
+        weights=args.weights, random_init=args.random_init, normalize=args.normalize,
+        resize=parse_size(args.resize, "--resize"), quiet=args.quiet, union=args.union,
+        quantile=args.quantile, quantile_on=args.quantile_on, cutoff=args.cutoff,
+        categories=csv_list(args.categories), thresholds=_parse_thresholds(args.thresholds),
+        batch_size=args.batch_size, device=args.device, workers=args.workers, topk=args.topk,
+        max_images=args.max_images, second_pass=args.second_pass, cache_dir=args.cache_dir,
+        cache_memory_mb=args.cache_memory_mb, checkpoint_every=args.checkpoint_every,
+        overwrite=args.overwrite, precision=args.precision,
+    )
+    if result is None:  # a torch.distributed rank other than 0: rank 0 reports
+        return 0
+    print_summary(result)
+    if not args.no_report:
+        from ..report import write_report
+
+        index = write_report(args.out, progress=not args.quiet)
+        console.print(f"report: [bold]{index}[/bold]")
+    console.print(f"results written to [bold]{args.out}[/bold]")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("dissect", help="dissect layers of a model on a probe dataset")
+    p.add_argument("--model", required=True, help="torchvision:NAME, python:FILE.py:FACTORY, demo")
+    p.add_argument("--weights", help="local state dict (.pth); 'module.' prefixes are stripped")
+    p.add_argument("--random-init", action="store_true", help="allow random weights (no --weights)")
+    p.add_argument("--layers", required=True, help="comma-separated dotted module names")
+    p.add_argument("--dataset", required=True, help="broden:DIR or synthetic[:SIZE]")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--normalize", help="imagenet, netdissect, none, or R,G,B/R,G,B (0-255)")
+    p.add_argument("--resize", help="resize images to N or HxW before the model")
+    p.add_argument("--thresholds", action="append", metavar="LAYER=FILE.npy",
+                   help="use given per-unit thresholds for a layer (repeatable)")
+    add_run_options(p)
+    p.set_defaults(func=cmd_dissect)

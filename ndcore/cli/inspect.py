@@ -1,0 +1,82 @@
+"""``ndcore layers``, ``ndcore plugins`` and ``ndcore info``: what is there."""
+
+from __future__ import annotations
+
+import sys
+
+from rich.table import Table
+
+from .args import parse_size
+from .console import console
+
+
+def cmd_layers(args) -> int:
+    from ..api import resolve_model
+    from ..capture import layer_shapes
+
+    adapter = resolve_model(args.model, args.weights, random_init=True)
+    size = parse_size(args.input_size, "--input-size") or adapter.input_size
+    shapes = layer_shapes(adapter.module, size)
+    table = Table(title=f"{adapter.spec}: modules and output shapes for input {size[0]}x{size[1]}")
+    table.add_column("layer")
+    table.add_column("type")
+    table.add_column("output shape")
+    table.add_column("dissectable")
+    modules = dict(adapter.module.named_modules())
+    for name, shape in shapes.items():
+        ok = shape is not None and len(shape) == 4
+        table.add_row(name, type(modules[name]).__name__, str(list(shape) if shape else "-"),
+                      "yes" if ok else "")
+    console.print(table)
+    return 0
+
+
+def cmd_plugins(args) -> int:
+    from ..plugins import get_plugin_manager
+
+    table = Table(title="ndcore plugins")
+    for col in ("plugin", "distribution", "version", "models", "datasets", "status"):
+        table.add_column(col)
+    for info in get_plugin_manager().plugin_infos():
+        status = f"[red]failed: {info.error}[/red]" if info.error else "ok"
+        table.add_row(info.name, info.distribution, info.version, ", ".join(info.models),
+                      ", ".join(info.datasets), status)
+    console.print(table)
+    return 0
+
+
+def cmd_info(args) -> int:
+    import numpy
+    import torch
+
+    from .. import __version__
+    from ..ops import extension_info
+
+    ext = extension_info()
+    table = Table(title="ndcore info", show_header=False)
+    table.add_row("ndcore", __version__)
+    table.add_row("python", sys.version.split()[0])
+    table.add_row("torch", f"{torch.__version__} (CUDA build: {torch.version.cuda or 'no'})")
+    table.add_row("numpy", numpy.__version__)
+    table.add_row("extension ndcore._C", "loaded" if ext["loaded"] else f"[red]missing: {ext['error']}[/red]")
+    table.add_row("compiled kernels", ", ".join(k for k in ("CPU", "CUDA") if ext["loaded"] and (k == "CPU" or ext["cuda"])) or "none (reference fallback)")
+    table.add_row("OpenMP", str(bool(ext.get("openmp"))))
+    table.add_row("CPU threads", str(torch.get_num_threads()))
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    table.add_row("CUDA devices", ", ".join(gpus) or "none")
+    console.print(table)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("layers", help="list a model's modules with their output shapes")
+    p.add_argument("model")
+    p.add_argument("--weights")
+    p.add_argument("--input-size", help="N or HxW")
+    p.set_defaults(func=cmd_layers)
+
+    p = sub.add_parser("plugins", help="list plugins and what they provide")
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("info", help="versions, compiled kernels, devices")
+    p.set_defaults(func=cmd_info)

@@ -1,0 +1,64 @@
+"""``ndcore summary``: print (or relabel) a saved run; say how far an unfinished run got."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from ..errors import OutputError
+from .args import csv_list
+from .console import console
+
+
+def describe_incomplete(run: Path) -> str:
+    """One line on how far an unfinished run got (from its checkpoint, if any)."""
+    from ..engine import checkpoint
+
+    progress = checkpoint.read_progress(run)
+    if progress is None:
+        return (f"{run}: the run did not finish and wrote no checkpoint; run the same "
+                "`ndcore dissect` command again to start it over")
+    passes = progress.get("passes", 2)
+    what = "single pass" if passes == 1 else f"pass {progress['phase']} of {passes}"
+    if progress["phase"] == 2 and progress.get("batches_done", 0) == 0:
+        what = "pass 1 of 2 done, pass 2 not started"
+    ago = time.time() - float(progress.get("saved_at", time.time()))
+    return (f"{run}: the run did not finish: {what}, {progress['images_done']} of "
+            f"{progress['images']} images done at the last checkpoint ({ago / 60:.0f} min ago, "
+            f"{progress.get('world_size', 1)} process(es)); run the same `ndcore dissect` "
+            "command again to continue from it")
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from ..results import DissectionResult
+    from .tables import print_summary
+
+    run = Path(args.run)
+    config = run / "config.json"
+    if config.is_file():
+        try:
+            complete = json.loads(config.read_text()).get("complete", False)
+        except ValueError:
+            complete = True  # let the loader report the broken file
+        if not complete:
+            raise OutputError(describe_incomplete(run))
+    result = DissectionResult.load(args.run, union=args.union, cutoff=args.cutoff,
+                                   categories=csv_list(args.categories))
+    print_summary(result, top=args.top)
+    if args.write:
+        result.write_labels()
+        console.print(f"relabelled tally.csv and summaries written to {args.run}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("summary", help="print (or relabel) a saved run")
+    p.add_argument("run")
+    p.add_argument("--union", choices=["paper", "lite", "plain"])
+    p.add_argument("--cutoff", type=float)
+    p.add_argument("--categories")
+    p.add_argument("--top", type=int, default=2, help="best units shown per category and layer")
+    p.add_argument("--write", action="store_true", help="rewrite tally.csv with these settings")
+    p.set_defaults(func=cmd_summary)

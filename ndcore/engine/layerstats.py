@@ -1,0 +1,100 @@
+"""The statistics of every layer in one pass, as one mergeable object.
+
+A pass keeps, per layer, a few named accumulators ("tail", "topk", "counts"). They are made
+from the first batch's maps (the number of units and the map size are only known then), or from
+a saved state. :class:`PassStats` is itself an accumulator of the whole pass: its state is a
+dict of the layers' states, so a checkpoint, a rank's contribution and a merged result are all
+the same kind of object.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
+
+from ..data.probe import ProbeBatch
+from .accumulator import Accumulator
+
+# (layer, first maps [B, U, h, w], first batch) -> {part name: accumulator}
+MakeParts = Callable[[str, torch.Tensor, ProbeBatch], Dict[str, Accumulator]]
+# (part name, saved state) -> an accumulator restored from it
+FromState = Callable[[str, Dict[str, Any]], Accumulator]
+
+
+class LayerStats:
+    """One layer's accumulators, made on first use."""
+
+    def __init__(self, layer: str, make: MakeParts, from_state: FromState) -> None:
+        self.layer = layer
+        self._make, self._from_state = make, from_state
+        self.parts: Optional[Dict[str, Accumulator]] = None
+
+    def add(self, maps: torch.Tensor, batch: ProbeBatch) -> None:
+        if self.parts is None:
+            self.parts = self._make(self.layer, maps, batch)
+        for part in self.parts.values():
+            part.add(maps, batch)
+
+    def state_dict(self) -> Optional[Dict[str, Any]]:
+        if self.parts is None:
+            return None
+        return {name: part.state_dict() for name, part in self.parts.items()}
+
+    def load_state_dict(self, state: Optional[Dict[str, Any]]) -> None:
+        self.parts = None if state is None else {
+            name: self._from_state(name, s) for name, s in state.items()}
+
+    def merge(self, other: "LayerStats") -> None:
+        if other.parts is None:
+            return
+        if self.parts is None:
+            self.load_state_dict(other.state_dict())
+            return
+        if set(self.parts) != set(other.parts):
+            raise ValueError(f"layer {self.layer!r}: cannot merge statistics "
+                             f"{sorted(other.parts)} into {sorted(self.parts)}")
+        for name, part in self.parts.items():
+            part.merge(other.parts[name])
+
+
+class PassStats:
+    """Every layer's :class:`LayerStats` of a pass."""
+
+    def __init__(self, layers: List[str], make: MakeParts, from_state: FromState) -> None:
+        self.layers = {l: LayerStats(l, make, from_state) for l in layers}
+
+    def __getitem__(self, layer: str) -> LayerStats:
+        return self.layers[layer]
+
+    def state_dict(self) -> Dict[str, Optional[Dict[str, Any]]]:
+        return {l: s.state_dict() for l, s in self.layers.items()}
+
+    def load_state_dict(self, state: Dict[str, Optional[Dict[str, Any]]]) -> None:
+        for layer, s in self.layers.items():
+            s.load_state_dict(state.get(layer))
+
+    def merge_states(self, states: List[Dict[str, Optional[Dict[str, Any]]]]) -> None:
+        """Fold in other shards' states (in any order: the result is the same)."""
+        for state in states:
+            for layer, stats in self.layers.items():
+                other = LayerStats(layer, stats._make, stats._from_state)
+                other.load_state_dict(state.get(layer))
+                stats.merge(other)
+
+    def part(self, layer: str, name: str) -> Optional[Accumulator]:
+        parts = self.layers[layer].parts
+        return None if parts is None else parts.get(name)
+
+
+class KeepMaps:
+    """Pass-1 consumer: hands a layer's maps to the kept-map store (if the run keeps maps:
+    ``store()`` is None otherwise), with the tail's running floor."""
+
+    def __init__(self, store: Callable[[], Any], layer: str, stats: LayerStats) -> None:
+        self.store, self.layer, self.stats = store, layer, stats
+
+    def add(self, maps: torch.Tensor, batch: ProbeBatch) -> None:
+        store = self.store()
+        if store is not None:
+            store.append(self.layer, maps, batch.indices, self.stats.parts["tail"].floor)

@@ -1,0 +1,341 @@
+"""The two passes of a dissection, with checkpoints and torch.distributed merging.
+
+Pass 1 runs the model once over the probe set: per layer, the exact quantile tail (thresholds),
+the top-k images, and the counts of layers whose thresholds were given; it keeps the maps that
+can still cross their threshold. Pass 2 counts the other layers against their thresholds, from
+the kept maps or by running the model again.
+
+Every rank runs its shard of the batch grid. At a checkpoint and at the end of a pass the
+ranks' states are gathered and merged exactly; rank 0 writes checkpoints. Resuming loads the
+merged state on rank 0 and goes on with the batches not done yet.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import torch
+
+from ..data.labelspace import LabelSpace
+from ..data.probe import ProbeBatch
+from ..errors import NdcoreError
+from . import checkpoint
+from .counts import TallyCounts
+from .distributed import Dist
+from .driver import drive
+from .forward import ModelRunner
+from .layerstats import KeepMaps, PassStats
+from .mapstore import MapStore, below_threshold_fill, default_memory_budget
+from .options import DissectOptions
+from .scratch import ScratchDir
+from .stream import BatchGrid, ProbeStream
+from .tail import TopTail, tail_size
+from .topk import TopKImages
+
+# (pass name, images done, images in this rank's share) -> None
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class PassResults:
+    """What rank 0 holds after both passes (other ranks get None)."""
+
+    thresholds: Dict[str, torch.Tensor]
+    topk: Dict[str, Dict[str, Any]]
+    counts: Dict[str, Dict[str, Any]]
+    second_pass: str
+    map_store: Optional[Dict[str, int]] = None
+
+
+@dataclass
+class Cursor:
+    """Where a run stands; what every rank needs to know to go on."""
+
+    phase: int = 1
+    done: List[int] = field(default_factory=list)
+    second_pass: Optional[str] = None
+    thresholds: Dict[str, torch.Tensor] = field(default_factory=dict)
+    map_sizes: Dict[str, Tuple[int, int]] = field(default_factory=dict)
+    store_lengths: Dict[str, int] = field(default_factory=dict)
+
+
+class TwoPasses:
+    def __init__(self, *, runner: ModelRunner, stream: ProbeStream, layers: List[str],
+                 given: Dict[str, torch.Tensor], options: DissectOptions,
+                 labelspace: LabelSpace, dist: Dist, device: torch.device,
+                 run_dir: Optional[Path], fingerprint: str,
+                 progress: Progress, previous_s: float = 0.0) -> None:
+        self.runner, self.stream, self.grid = runner, stream, stream.grid
+        self.layers, self.given, self.options = layers, given, options
+        self.todo = [l for l in layers if l not in given]
+        self.labelspace, self.dist, self.device = labelspace, dist, device
+        self.run_dir = run_dir  # set on rank 0 when it writes checkpoints
+        self.fingerprint, self.progress = fingerprint, progress
+        self.previous_s, self.started = previous_s, time.time()  # run time before a resume
+        self.timer = checkpoint.Timer(options.checkpoint_every)
+        self.store: Optional[MapStore] = None
+        self.scratch: Optional[ScratchDir] = None
+        self.cursor = Cursor()
+        self._final1: Optional[PassStats] = None  # pass 1's merged statistics, once known
+
+    # -- accumulators ------------------------------------------------------------------------
+
+    def _make_pass1(self, layer: str, maps: torch.Tensor, batch: ProbeBatch):
+        units = maps.shape[1]
+        parts: Dict[str, Any] = {"topk": TopKImages(units, self.options.topk)}
+        if layer in self.given:
+            thr = self.given[layer]
+            if thr.numel() != units:
+                raise NdcoreError(f"layer {layer!r} has {units} units but its thresholds have "
+                                  f"{thr.numel()} values")
+            parts["counts"] = TallyCounts(thr, self.labelspace, self.device)
+        else:
+            upsampled = self.options.quantile_on == "upsampled"
+            h, w = batch.label_size if upsampled else maps.shape[2:]
+            keep = tail_size(self.grid.size * h * w, self.options.quantile)
+            parts["tail"] = TopTail(units, keep, self.device, upsampled=upsampled)
+        return parts
+
+    def _from_state(self, name: str, state: Dict[str, Any]):
+        if name == "tail":
+            acc = TopTail(int(state["num_units"]), int(state["keep"]), self.device)
+        elif name == "topk":
+            acc = TopKImages(int(state["num_units"]), int(state["k"]))
+        elif name == "counts":
+            acc = TallyCounts(torch.as_tensor(state["thresholds"]), self.labelspace, self.device)
+        else:
+            raise ValueError(f"unknown statistic {name!r} in a saved state")
+        acc.load_state_dict(state)
+        return acc
+
+    def _make_pass2(self, layer: str, maps: torch.Tensor, batch: ProbeBatch):
+        return {"counts": TallyCounts(self.cursor.thresholds[layer], self.labelspace,
+                                      self.device)}
+
+    def _pass_stats(self, which: int) -> PassStats:
+        if which == 1:
+            return PassStats(self.layers, self._make_pass1, self._from_state)
+        return PassStats(self.todo, self._make_pass2, self._from_state)
+
+    # -- the run -----------------------------------------------------------------------------
+
+    def run(self, resume: Optional[Dict[str, Any]]) -> Optional[PassResults]:
+        """Both passes (continuing ``resume``, a checkpoint state, on rank 0)."""
+        self.cursor = self.dist.broadcast(self._cursor_of(resume))
+        try:
+            self._open_store()
+            if self.cursor.phase == 1:
+                pass1 = self._pass_stats(1)
+                if resume is not None:
+                    pass1.load_state_dict(resume["stats"])
+                self._pass1(pass1)
+                final1 = self._finish_pass1(pass1)
+            else:
+                final1 = self._final1 = self._pass_stats(1)
+                if resume is not None:
+                    final1.load_state_dict(resume["pass1"])
+            pass2 = self._pass_stats(2)
+            if resume is not None and int(resume["phase"]) == 2:
+                pass2.load_state_dict(resume["stats"])
+            if self.todo:
+                self._pass2(pass2)
+            merged2 = self._merge(pass2, 2, everywhere=False)
+            if not self.dist.is_writer:
+                return None
+            return self._results(final1, merged2)
+        finally:
+            if self.store is not None:
+                self.map_store_stats = self.store.stats()
+                self.store.close()
+            if self.scratch is not None:
+                self.scratch.close()
+
+    def _cursor_of(self, resume: Optional[Dict[str, Any]]) -> Cursor:
+        if resume is None:
+            return Cursor(second_pass=None if self.todo else "none")
+        return Cursor(phase=int(resume["phase"]), done=[int(b) for b in resume["done"]],
+                      second_pass=resume.get("second_pass"),
+                      thresholds={k: v for k, v in resume.get("thresholds", {}).items()},
+                      map_sizes={k: tuple(v) for k, v in resume.get("map_sizes", {}).items()},
+                      store_lengths=dict(resume.get("store_lengths", {})))
+
+    # -- kept maps ---------------------------------------------------------------------------
+
+    @property
+    def _store_persistent(self) -> bool:
+        """Rank 0 keeps its maps with the checkpoint (resumable) unless --cache-dir is set."""
+        return self.run_dir is not None and not self.options.cache_dir
+
+    def _store_root(self) -> Path:
+        if self._store_persistent:
+            return self.run_dir
+        return Path(self.options.cache_dir or tempfile.gettempdir())
+
+    def _open_store(self) -> None:
+        if self.cursor.second_pass != "cache" or self.store is not None:
+            return
+        budget = self.options.cache_memory_mb
+        budget = default_memory_budget(self.device) if budget is None else int(budget * 2**20)
+        if self._store_persistent:
+            directory = checkpoint.folder(self.run_dir) / "maps"
+        else:
+            self.scratch = ScratchDir(self.options.cache_dir)
+            directory = self.scratch.path
+        self.store = MapStore(directory, self.todo, budget)
+        if self._store_persistent and self.cursor.store_lengths:
+            self.store.reopen(self.cursor.store_lengths)
+
+    def _decide_second_pass(self, maps: Dict[str, torch.Tensor]) -> None:
+        """'cache' when the worst case of kept maps fits in half the free disk, else 'forward'."""
+        mode = self.options.second_pass
+        if mode == "auto":
+            per_image = sum(maps[l][0].numel() * 4 + 8 * maps[l].shape[1] for l in self.todo)
+            worst = per_image * self.grid.size
+            root = self._store_root()
+            while not root.exists() and root != root.parent:
+                root = root.parent
+            free = shutil.disk_usage(root).free
+            mode = "cache" if worst < 0.5 * free else "forward"
+        self.cursor.second_pass = mode
+        self.cursor.map_sizes = {l: tuple(maps[l].shape[2:]) for l in self.todo}
+        self._open_store()
+
+    # -- pass 1 ------------------------------------------------------------------------------
+
+    def _pass1(self, stats: PassStats) -> None:
+        done = set(self.cursor.done)
+        mine = self.grid.todo(done)
+        consumers: Dict[str, list] = {l: [stats[l]] for l in self.layers}
+        for layer in self.todo:
+            consumers[layer].append(KeepMaps(lambda: self.store, layer, stats[layer]))
+        title = "pass 1/2: forward, thresholds" if self.todo else "single pass: forward, tally"
+        batches = self.stream.batches(mine, image=True, labels=bool(self.given))
+        with self.runner.capturing(self.layers) as run:
+            def maps_for(batch: ProbeBatch) -> Dict[str, torch.Tensor]:
+                maps = run(batch)
+                if self.cursor.second_pass is None:
+                    self._decide_second_pass(maps)
+                return maps
+
+            self._drive(1, title, stats, batches, mine, maps_for, consumers)
+
+    def _drive(self, phase: int, title: str, stats: PassStats, batches, mine: List[int],
+               maps_for, consumers) -> None:
+        """Run a pass's steps, with progress and checkpoints after each."""
+        share = self.grid.images_in(self.grid.todo(()))
+        done_images = share - self.grid.images_in(mine)
+        finished: List[int] = []
+        self.progress(title, done_images, share)
+
+        def after_step(batch_id: Optional[int], batch: Optional[ProbeBatch]) -> None:
+            nonlocal done_images
+            if batch_id is not None:
+                finished.append(batch_id)
+                done_images += len(batch)
+                self.progress(title, done_images, share)
+            if self.dist.agree(self.run_dir is not None and self.timer.due()):
+                self._checkpoint(phase, stats, finished)
+
+        self.timer.reset()
+        drive(batches, self.grid.steps(self.cursor.done), maps_for, consumers, after_step)
+
+    def _finish_pass1(self, stats: PassStats) -> PassStats:
+        """Merge every rank's pass-1 state on every rank; thresholds; a phase-2 checkpoint."""
+        merged = self._merge(stats, 1, everywhere=True)
+        thresholds = dict(self.given)
+        for layer in self.todo:
+            thresholds[layer] = merged.part(layer, "tail").quantile(self.options.quantile)
+        for layer in self.layers:  # the tails are not needed any more
+            parts = merged[layer].parts
+            if parts is not None:
+                parts.pop("tail", None)
+        self.cursor.thresholds = {l: t.to("cpu") for l, t in thresholds.items()}
+        self.cursor.phase, self.cursor.done = 2, []
+        self._final1 = merged
+        self._checkpoint(2, self._pass_stats(2), [])
+        return merged
+
+    # -- pass 2 ------------------------------------------------------------------------------
+
+    def _pass2(self, stats: PassStats) -> None:
+        done = set(self.cursor.done)
+        mine = self.grid.todo(done)
+        store = self.store
+        cached = [b for b in mine if store is not None and
+                  all(store.holds(l, self.grid.indices(b)) for l in self.todo)]
+        rest = [b for b in mine if b not in set(cached)]
+        batches = itertools.chain(self.stream.batches(cached, image=False),
+                                  self.stream.batches(rest, image=True))
+        fills = {l: below_threshold_fill(self.cursor.thresholds[l]).to(self.device)
+                 for l in self.todo}
+        title = "pass 2/2: tally (kept maps)" if cached else "pass 2/2: forward, tally"
+        with self.runner.capturing(self.todo) as run:
+            def maps_for(batch: ProbeBatch) -> Dict[str, torch.Tensor]:
+                if batch.images.shape[1] > 0:
+                    return run(batch)
+                return {l: store.dense(l, batch.indices, fills[l].numel(),
+                                       self.cursor.map_sizes[l], fills[l], self.device)
+                        for l in self.todo}
+
+            self._drive(2, title, stats, batches, mine, maps_for,
+                        {l: [stats[l]] for l in self.todo})
+
+    # -- merging and checkpoints -------------------------------------------------------------
+
+    def _merge(self, stats: PassStats, which: int, everywhere: bool) -> Optional[PassStats]:
+        """Every rank's state merged: on every rank, or on rank 0 only (None elsewhere)."""
+        state = stats.state_dict()
+        states = self.dist.all_gather(state) if everywhere else self.dist.gather(state)
+        if states is None:
+            return None
+        merged = self._pass_stats(which)
+        merged.merge_states(states)
+        return merged
+
+    def _checkpoint(self, phase: int, stats: PassStats, finished: List[int]) -> None:
+        """Gather every rank's state and cursor; rank 0 writes them merged."""
+        if self.run_dir is None and not self.dist.active:
+            return
+        states = self.dist.gather(stats.state_dict())
+        dones = self.dist.gather(list(finished))
+        lengths = self.store.sync() if self.store is not None and self._store_persistent else {}
+        self.timer.reset()
+        if states is None or self.run_dir is None:
+            return
+        merged = self._pass_stats(phase)
+        merged.merge_states(states)
+        done = sorted(set(self.cursor.done).union(*dones))
+        state = {"fingerprint": self.fingerprint, "phase": phase,
+                 "batch_size": self.grid.batch_size, "done": done,
+                 "stats": merged.state_dict(), "second_pass": self.cursor.second_pass,
+                 "map_sizes": {l: list(s) for l, s in self.cursor.map_sizes.items()},
+                 "store_lengths": lengths,
+                 "elapsed_s": self.previous_s + time.time() - self.started}
+        if phase == 2:
+            state["thresholds"] = self.cursor.thresholds
+            state["pass1"] = self._final1.state_dict()  # top-k images, given layers' counts
+        checkpoint.save(self.run_dir, state, {
+            "phase": phase, "passes": 2 if self.todo else 1,
+            "images_done": self.grid.images_in(done), "images": self.grid.size,
+            "batches_done": len(done), "batches": self.grid.num_batches,
+            "world_size": self.dist.world})
+
+    # -- results -----------------------------------------------------------------------------
+
+    def _results(self, final1: PassStats, merged2: Optional[PassStats]) -> PassResults:
+        counts = {}
+        for layer in self.layers:
+            source = final1 if layer in self.given else merged2
+            part = source.part(layer, "counts") if source is not None else None
+            if part is None:
+                raise NdcoreError(f"layer {layer!r}: no counts (no probe image was tallied)")
+            counts[layer] = part.state_dict()
+        topk = {l: final1.part(l, "topk").state_dict() for l in self.layers}
+        return PassResults(self.cursor.thresholds, topk, counts,
+                           self.cursor.second_pass or "none")

@@ -1,0 +1,181 @@
+"""A dissection run: wires the stages together and writes the results.
+
+    probe stream ──▶ model + capture ──maps──▶ pass 1 (tails, top-k) ──▶ thresholds
+         └──▶ labeller (the source's planes, as label-space ids) ──▶ pass 2 (fused tally)
+                                                            ──▶ counts ──▶ labels, files
+
+The stages live in their own modules (stream, forward, accumulators, passes, checkpoint,
+distributed); this one decides where the run's files go and what is written at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..capture import resolve_layers
+from ..data.labelspace import LabelSpace
+from ..data.probe import ProbeItem, ProbeSource
+from ..errors import DatasetError, NdcoreError
+from ..models import ModelAdapter, sha256_of
+from ..ops import extension_info
+from ..progress import progress_bar
+from ..results import DissectionResult, LayerResult, layer_dir, save_layer_counts
+from . import checkpoint, distributed
+from .forward import ModelRunner
+from .options import DissectOptions
+from .passes import PassResults, TwoPasses
+from .rundir import RunDirectory, fingerprint_hash
+from .scratch import remove_stale
+from .stream import BatchGrid, ItemCheck, ProbeStream
+
+
+class Dissection:
+    """One dissection run of a model's layers over a probe source."""
+
+    def __init__(self, model: ModelAdapter, layers: Sequence[str], source: ProbeSource,
+                 options: DissectOptions, out: Optional[Path] = None, quiet: bool = False,
+                 item_check: Optional[ItemCheck] = None) -> None:
+        options.validate()
+        if not layers:
+            raise NdcoreError("no layers to dissect: give --layers L1,L2")
+        self.model = model
+        self.layers = list(dict.fromkeys(layers))
+        self.source = source
+        self.options = options
+        self.out = Path(out) if out is not None else None
+        self.quiet = quiet
+        self.item_check = item_check
+        self.vocab = source.vocabulary
+        if len(source) == 0:
+            raise DatasetError(f"{source.info.spec}: the dataset has no images")
+        unknown = [l for l in options.thresholds if l not in self.layers]
+        if unknown:
+            raise NdcoreError(f"--thresholds names layer {unknown[0]!r}, which is not in --layers")
+        resolve_layers(model.module, self.layers)  # validates the names now, before any work
+        self.labelspace = LabelSpace(self.vocab)
+
+    def config(self) -> Dict:
+        opts = asdict(self.options)
+        opts["thresholds"] = {l: {"file": str(Path(p).resolve()), "sha256": sha256_of(p)}
+                              for l, p in self.options.thresholds.items()}
+        ext = extension_info()
+        return {
+            "ndcore_version": __version__,
+            "model": {"spec": self.model.spec, "weights": self.model.weights,
+                      "weights_sha256": self.model.weights_sha256,
+                      "preprocess": self.model.preprocess.to_json(),
+                      "description": self.model.description},
+            "layers": self.layers,
+            "dataset": {"spec": self.source.info.spec, "kind": self.source.info.kind,
+                        "root": self.source.info.root, "images": len(self.source),
+                        "categories": list(self.vocab.categories)},
+            "options": opts,
+            "versions": {"ndcore": __version__, "torch": torch.__version__,
+                         "numpy": np.__version__, "python": platform.python_version(),
+                         "extension": {k: ext.get(k) for k in ("loaded", "cuda", "openmp")}},
+        }
+
+    def _given_thresholds(self) -> Dict[str, torch.Tensor]:
+        given = {}
+        for layer, path in self.options.thresholds.items():
+            try:
+                values = np.load(path)
+            except Exception as e:
+                raise NdcoreError(f"--thresholds {layer}={path}: cannot load ({e})") from None
+            given[layer] = torch.as_tensor(np.asarray(values, dtype=np.float32).reshape(-1))
+        return given
+
+    # -- the run -----------------------------------------------------------------------------
+
+    def run(self) -> Optional[DissectionResult]:
+        """Run (or resume) the dissection; the result on rank 0, None on other ranks."""
+        dist, device = distributed.from_env(self.options.device)
+        try:
+            return self._run(dist, device)
+        finally:
+            dist.close()
+
+    def _run(self, dist: distributed.Dist, device: torch.device) -> Optional[DissectionResult]:
+        config = self.config()
+        remove_stale(self.options.cache_dir)  # scratch folders of runs that died
+        writer = dist.is_writer and self.out is not None
+        run_dir = RunDirectory(self.out) if writer else None
+        resume = run_dir.prepare(config, self.options.overwrite) if run_dir else None
+        previous_s = float(resume.get("elapsed_s", 0.0)) if resume else 0.0
+        batch_size = dist.broadcast(int(resume["batch_size"]) if resume else
+                                    self.options.batch_size)
+        started = time.time()
+        grid = BatchGrid(len(self.source), batch_size, dist.rank, dist.world)
+        stream = ProbeStream(self.source, self.labelspace, grid, device, self.options.workers,
+                             self.item_check)
+        given = {k: v.to(device) for k, v in self._given_thresholds().items()}
+        keeps_checkpoints = writer and self.options.checkpoint_every > 0
+        with progress_bar(not self.quiet and dist.is_writer) as bar:
+            passes = TwoPasses(
+                runner=ModelRunner(self.model, device, self.options.precision), stream=stream,
+                layers=self.layers, given=given, options=self.options,
+                labelspace=self.labelspace, dist=dist, device=device,
+                run_dir=self.out if keeps_checkpoints else None,
+                fingerprint=fingerprint_hash(config), progress=_Progress(bar),
+                previous_s=previous_s)
+            results = passes.run(resume)
+        if results is None:
+            return None
+        config["run"] = {"elapsed_s": round(previous_s + time.time() - started, 3),
+                         "resumed": resume is not None, "world_size": dist.world,
+                         "batch_size": batch_size, "second_pass": results.second_pass,
+                         "map_cache": getattr(passes, "map_store_stats", None)}
+        result = self._result(results, config)
+        if run_dir is not None:
+            self._write(result, results, run_dir, config)
+        return result
+
+    def _result(self, results: PassResults, config: Dict) -> DissectionResult:
+        layers = {}
+        for name in self.layers:
+            top = results.topk[name]
+            top_np = {"indices": top["indices"].numpy(), "values": top["values"].numpy(),
+                      "maps": top["maps"].float().numpy().astype(np.float16)}
+            layers[name] = LayerResult(name, self.vocab, results.counts[name],
+                                       results.thresholds[name].numpy(), self.options.union,
+                                       self.options.cutoff, self.vocab, top_np)
+        return DissectionResult(layers, self.vocab, config, self.out)
+
+    def _write(self, result: DissectionResult, results: PassResults, run_dir: RunDirectory,
+               config: Dict) -> None:
+        self.vocab.save(self.out / "vocabulary.json")
+        for name, lr in result.layers.items():
+            save_layer_counts(layer_dir(self.out, name), lr.counts, lr.thresholds, lr.topk)
+        self._write_image_list()
+        result.write_labels(self.out)
+        run_dir.write_config(config, complete=True)
+        checkpoint.remove(self.out)
+
+    def _write_image_list(self) -> None:
+        """Image paths by probe index, so reports can find the top-k images again."""
+        paths = [self.source.image_path(i) for i in range(len(self.source))]
+        with open(self.out / "images.json", "w") as f:
+            json.dump(paths, f)
+
+
+class _Progress:
+    """Progress callback of the passes: one rich task per pass."""
+
+    def __init__(self, bar) -> None:
+        self.bar = bar
+        self.tasks: Dict[str, int] = {}
+
+    def __call__(self, title: str, done: int, total: int) -> None:
+        if title not in self.tasks:
+            self.tasks[title] = self.bar.add_task(title, total=total, completed=done)
+        else:
+            self.bar.update(self.tasks[title], completed=done)

@@ -1,0 +1,115 @@
+"""The output directory of a run: start, resume, refuse or replace; config.json.
+
+- a new or empty directory: a new run;
+- the same run (same fingerprint: model, weights, layers, dataset, result options), not
+  complete: resumed from its checkpoint (or started again when it has none);
+- the same run, complete: computed again;
+- a different run: refused, with the way out (``--overwrite``), which replaces it;
+- anything else (a file, a folder of other things, no permission): refused in one line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from ..errors import OutputError
+from . import checkpoint
+
+
+def fingerprint(config: Dict) -> Dict:
+    """What makes two runs the same run (labelling options and speed settings left out)."""
+    from .options import RESULT_OPTIONS
+
+    opts = {k: config["options"].get(k) for k in RESULT_OPTIONS}
+    return {"model": config["model"], "layers": config["layers"],
+            "dataset": config["dataset"], "options": opts}
+
+
+def fingerprint_hash(config: Dict) -> str:
+    return hashlib.sha256(json.dumps(fingerprint(config), sort_keys=True).encode()).hexdigest()
+
+
+def _first_difference(a: Any, b: Any, path: str = "") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in list(a) + [k for k in b if k not in a]:
+            if a.get(key) != b.get(key):
+                return _first_difference(a.get(key), b.get(key), f"{path}.{key}" if path else key)
+    return f"{path}: {a!r} there, {b!r} now" if path else "configuration"
+
+
+class RunDirectory:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    def prepare(self, config: Dict, overwrite: bool = False) -> Optional[Dict]:
+        """Make the directory ready; returns the checkpoint state to resume from, or None."""
+        p = self.path
+        if p.exists() and not p.is_dir():
+            raise OutputError(f"--out {p}: is a file, not a directory")
+        old = self._read_old_config()
+        if old is not None:
+            same = old != "unreadable" and fingerprint(old) == fingerprint(config)
+            if not same and not overwrite:
+                why = "its config.json is unreadable" if old == "unreadable" else \
+                    f"it differs in {_first_difference(fingerprint(old), fingerprint(config))}"
+                raise OutputError(f"--out {p}: holds a different run ({why}); choose another "
+                                  "--out, or give --overwrite to replace it")
+            if not same or overwrite or old.get("complete"):
+                self._clear()
+                self._start(config)
+                return None
+            try:
+                state = checkpoint.load(p)
+            except ValueError as e:
+                state = None
+                warnings.warn(f"{e}; starting the run again")
+            if state is not None and state.get("fingerprint") != fingerprint_hash(config):
+                state = None
+            self.write_config(config, complete=False)
+            return state
+        if p.exists() and any(p.iterdir()):
+            raise OutputError(f"--out {p}: exists, is not empty and holds no ndcore run; "
+                              "choose another --out (--overwrite only replaces ndcore runs)")
+        self._start(config)
+        return None
+
+    def _read_old_config(self):
+        if not self.config_path.is_file():
+            return None
+        try:
+            old = json.loads(self.config_path.read_text())
+            fingerprint(old)
+            return old
+        except (ValueError, KeyError, TypeError, OSError):
+            return "unreadable"
+
+    def _clear(self) -> None:
+        """Remove what an ndcore run wrote here (the directory is known to hold one)."""
+        for entry in self.path.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+
+    def _start(self, config: Dict) -> None:
+        """A new run: no checkpoint, config.json marked incomplete."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            checkpoint.remove(self.path)
+            self.write_config(config, complete=False)
+        except OSError as e:
+            raise OutputError(f"--out {self.path}: cannot write ({e.strerror or e})") from None
+
+    def write_config(self, config: Dict, complete: bool) -> None:
+        tmp = self.path / "config.json.tmp"
+        tmp.write_text(json.dumps(dict(config, complete=complete), indent=1))
+        tmp.replace(self.config_path)
