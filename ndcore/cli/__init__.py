@@ -14,7 +14,7 @@ import warnings
 from typing import List, Optional
 
 from ..errors import NdcoreError
-from . import demo, dissect, inspect, summary
+from . import demo, dissect, inspect, layers, summary
 from .console import console
 
 
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ndcore", description="Network Dissection, fast.")
     parser.add_argument("--log-file", help="also write log messages and warnings to this file")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (dissect, summary, inspect, demo):
+    for module in (dissect, summary, layers, inspect, demo):
         module.register(sub)
     from ..report.commands import register_commands  # report, compare, explain
 
