@@ -141,12 +141,15 @@ class TallyCounts:
         }
 
     def load_state_dict(self, state: Dict[str, np.ndarray]) -> None:
-        dev = self.device
-        self.intersection = torch.as_tensor(state["intersection"], device=dev)
-        self.truth = torch.as_tensor(state["truth"], device=dev)
-        self.act_lite = torch.as_tensor(state["act_lite"], device=dev)
-        self.patterns = [int(p) for p in state["patterns"]]
-        self.area_by_pattern = torch.as_tensor(state["area_by_pattern"], device=dev)
+        # Copies: the counts are added to in place, and must not write through to ``state``.
+        def own(x):
+            return torch.tensor(np.asarray(x), device=self.device)
+
+        self.intersection = own(state["intersection"])
+        self.truth = own(state["truth"])
+        self.act_lite = own(state["act_lite"])
+        self.patterns = [int(p) for p in np.asarray(state["patterns"]).reshape(-1)]
+        self.area_by_pattern = own(state["area_by_pattern"]).reshape(self.intersection.shape[0], -1)
         self.num_images = int(state["num_images"])
-        self.thresholds = torch.as_tensor(state["thresholds"], device=dev)
+        self.thresholds = own(state["thresholds"]).float()
         self.num_units = self.intersection.shape[0]

@@ -150,7 +150,7 @@ class TopTail:
         self.num_units, self.keep, self.count = state["num_units"], state["keep"], state["count"]
         self.upsampled = bool(state.get("upsampled", False))
         self._units, self._values, self._pending = [], [], 0
-        self._tail = state["tail"].to(self.device)
+        self._tail = torch.as_tensor(state["tail"]).to(self.device, copy=True)
         full = self._tail.shape[1] == self.keep
         self.floor = self._tail[:, -1].clone() if full else torch.full(
             (self.num_units,), -math.inf, device=self.device)

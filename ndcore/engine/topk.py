@@ -73,4 +73,7 @@ class TopKImages:
 
     def load_state_dict(self, state: Dict) -> None:
         self.k, self.num_units = int(state["k"]), int(state["num_units"])
-        self.values, self.indices, self.maps = state["values"], state["indices"], state["maps"]
+        maps = state["maps"]
+        self.values = torch.as_tensor(state["values"]).clone()
+        self.indices = torch.as_tensor(state["indices"]).clone()
+        self.maps = None if maps is None else torch.as_tensor(maps).clone()

@@ -1,0 +1,156 @@
+"""Accumulators are canonical: a stream split into 1, 2 or 5 shards, the shards merged in random
+orders (some shards empty, values tied), gives bit-identical states."""
+
+import io
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from ndcore.data.labelspace import LabelSpace
+from ndcore.data.probe import ProbeBatch
+from ndcore.data.vocabulary import Vocabulary
+from ndcore.engine.counts import TallyCounts
+from ndcore.engine.layerstats import PassStats
+from ndcore.engine.tail import TopTail, tail_size
+from ndcore.engine.topk import TopKImages
+
+UNITS, H, W, SH, SW = 4, 3, 3, 6, 6
+
+
+def vocabulary():
+    # "b" is in two categories, so the label space has several ids for it
+    cats = ["object", "part", "scene"]
+    names = ["-", "a", "b", "c", "s"]
+    label_cats = [[], ["object"], ["object", "part"], ["part"], ["scene"]]
+    cover = [{}, {"object": 1}, {"object": 0.2, "part": 0.3}, {"part": 1}, {"scene": 1}]
+    primary = np.array([-1, 0, 1, 1, 2])
+    return Vocabulary(cats, names, label_cats, primary, cover)
+
+
+def make_batches(n_images, seed):
+    """Batches with heavy ties: activations on a coarse grid, some maps all equal."""
+    rng = np.random.default_rng(seed)
+    ls = LabelSpace(vocabulary())
+    batches = []
+    for start in range(0, n_images, 3):
+        idx = list(range(start, min(n_images, start + 3)))
+        maps = torch.from_numpy(rng.integers(0, 4, size=(len(idx), UNITS, H, W)).astype(np.float32))
+        maps[:, 0] = 1.0  # a unit whose maps are all tied
+        planes = rng.integers(0, 4, size=(len(idx), 2, SH, SW))
+        labels = np.stack([ls.encode_planes(p, [0, 1]) for p in planes])
+        img = [ls.encode_image_labels([4], [2]) if i % 2 else [0] for i in idx]
+        batches.append(ProbeBatch(
+            torch.tensor(idx), torch.zeros(len(idx), 0, 0, 0, dtype=torch.uint8),
+            torch.from_numpy(labels), torch.tensor(img, dtype=torch.int64),
+            torch.from_numpy(rng.random((len(idx), 3)) < 0.7)))
+    return batches, ls
+
+
+def make_stats(ls, n_images, thresholds):
+    keep = tail_size(n_images * H * W, 0.05)
+
+    def make(layer, maps, batch):
+        return {"tail": TopTail(UNITS, keep), "topk": TopKImages(UNITS, 4),
+                "counts": TallyCounts(thresholds, ls)}
+
+    def from_state(name, state):
+        acc = {"tail": lambda: TopTail(state["num_units"], state["keep"]),
+               "topk": lambda: TopKImages(state["num_units"], state["k"]),
+               "counts": lambda: TallyCounts(torch.as_tensor(state["thresholds"]), ls)}[name]()
+        acc.load_state_dict(state)
+        return acc
+
+    return lambda: PassStats(["L"], make, from_state)
+
+
+def serialise(state) -> bytes:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue()
+
+
+def assert_same_state(a, b):
+    assert a.keys() == b.keys()
+    for part in a:
+        for key in a[part]:
+            x, y = a[part][key], b[part][key]
+            if isinstance(x, torch.Tensor):
+                assert x.dtype == y.dtype and torch.equal(x, y), (part, key)
+            elif isinstance(x, np.ndarray):
+                assert x.dtype == y.dtype and np.array_equal(x, y), (part, key)
+            else:
+                assert x == y, (part, key)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_sharded_merge_is_bit_identical(seed):
+    n = 20
+    batches, ls = make_batches(n, seed)
+    thresholds = torch.tensor([0.5, 1.5, 2.0, 2.5])
+    new_stats = make_stats(ls, n, thresholds)
+
+    whole = new_stats()
+    for b in batches:
+        whole["L"].add(maps_of(b, seed), b)
+    reference = whole.state_dict()["L"]
+
+    rng = np.random.default_rng(seed)
+    for n_shards in (1, 2, 5):
+        # Random, uneven shards of batches; with 5 shards, the last one stays empty.
+        owner = rng.integers(0, max(1, n_shards - 1) if n_shards == 5 else n_shards,
+                             size=len(batches))
+        shards = []
+        for s in range(n_shards):
+            stats = new_stats()
+            for b, o in zip(batches, owner):
+                if o == s:
+                    stats["L"].add(maps_of(b, seed), b)
+            shards.append(stats.state_dict())
+        if n_shards == 5:
+            assert any(s["L"] is None for s in shards), "premise: an empty shard"
+        for order in itertools.islice(itertools.permutations(range(n_shards)), 6):
+            merged = new_stats()
+            merged.merge_states([shards[i] for i in order])
+            assert_same_state(merged.state_dict()["L"], reference)
+            assert serialise(merged.state_dict()) == serialise(whole.state_dict())
+
+
+def maps_of(batch, seed):
+    """The maps of a batch, a pure function of its probe indices."""
+    out = []
+    for i in batch.indices.tolist():
+        g = np.random.default_rng(1000 * seed + i)
+        m = g.integers(0, 4, size=(UNITS, H, W)).astype(np.float32)
+        m[0] = 1.0  # tied everywhere: top-k must break ties by probe index
+        out.append(m)
+    return torch.from_numpy(np.stack(out))
+
+
+def test_topk_ties_break_by_probe_index():
+    top = TopKImages(1, 3)
+    maps = torch.zeros(6, 1, 2, 2)
+    batch = lambda idx: ProbeBatch(torch.tensor(idx), torch.zeros(len(idx), 0, 0, 0), None, None, None)
+    top.add(maps[:3], batch([9, 4, 7]))
+    top.add(maps[3:], batch([1, 8, 5]))
+    assert top.indices.tolist() == [[1, 4, 5]]
+
+
+def test_tail_state_has_canonical_width():
+    a, b = TopTail(2, 5), TopTail(2, 5)
+    a.add_values(torch.arange(12, dtype=torch.float32).view(2, 6))
+    for chunk in torch.arange(12, dtype=torch.float32).view(2, 6).split(1, dim=1):
+        b.add_values(chunk)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa["tail"].shape == (2, 5) and torch.equal(sa["tail"], sb["tail"])
+
+
+def test_merge_refuses_different_settings():
+    with pytest.raises(ValueError, match="different keep"):
+        TopTail(2, 5).merge(TopTail(2, 6))
+    with pytest.raises(ValueError, match="different k"):
+        TopKImages(2, 3).merge(TopKImages(2, 4))
+    ls = LabelSpace(vocabulary())
+    with pytest.raises(ValueError, match="different thresholds"):
+        TallyCounts(torch.zeros(2), ls).merge(TallyCounts(torch.ones(2), ls))
