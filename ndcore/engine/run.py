@@ -10,6 +10,7 @@ distributed); this one decides where the run's files go and what is written at t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import time
@@ -71,7 +72,7 @@ class Dissection:
         return {
             "ndcore_version": __version__,
             "model": {"spec": self.model.spec, "weights": self.model.weights,
-                      "weights_sha256": self.model.weights_sha256,
+                      "weights_sha256": self.model.weights_sha256 or state_sha256(self.model),
                       "preprocess": self.model.preprocess.to_json(),
                       "description": self.model.description},
             "layers": self.layers,
@@ -165,6 +166,18 @@ class Dissection:
         paths = [self.source.image_path(i) for i in range(len(self.source))]
         with open(self.out / "images.json", "w") as f:
             json.dump(paths, f)
+
+
+def state_sha256(model: ModelAdapter) -> str:
+    """sha256 of the module's parameters and buffers (weights that came from no file: a
+    python factory, seeded random init), so that a changed model is a different run."""
+    h = hashlib.sha256()
+    for name, tensor in model.module.state_dict().items():
+        h.update(name.encode())
+        h.update(str(tuple(tensor.shape)).encode() + str(tensor.dtype).encode())
+        h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+                 if tensor.numel() else b"")
+    return "state:" + h.hexdigest()
 
 
 class _Progress:
