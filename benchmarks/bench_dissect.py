@@ -55,16 +55,19 @@ def options(args, **extra):
 
 def time_forward(args, source) -> float:
     """One pass of the engine's loader + model with the same layer capture, nothing else."""
-    from ndcore.capture import LayerCapture
-    from ndcore.engine import Dissection
+    from ndcore.data.labelspace import LabelSpace
+    from ndcore.engine.forward import ModelRunner
+    from ndcore.engine.stream import BatchGrid, ProbeStream
 
-    run = Dissection(model(), LAYERS, source, options(args), quiet=True)
-    run.model.module.eval().to(run.device)
+    device = torch.device(args.device)
+    grid = BatchGrid(len(source), args.batch_size)
+    stream = ProbeStream(source, LabelSpace(source.vocabulary), grid, device, args.workers)
+    runner = ModelRunner(model(), device)
     sync(args.device)
     start = time.perf_counter()
-    with LayerCapture(run.model.module, LAYERS) as capture:
-        for batch in run.batches():
-            run.forward(capture, batch)
+    with runner.capturing(LAYERS) as run:
+        for _, batch in stream.batches(grid.todo(()), image=True, labels=False):
+            run(batch)
     sync(args.device)
     return time.perf_counter() - start
 
@@ -75,9 +78,10 @@ def time_dissect(args, source) -> tuple:
     run = Dissection(model(), LAYERS, source, options(args), quiet=True)
     sync(args.device)
     start = time.perf_counter()
-    run.run()
+    result = run.run()
     sync(args.device)
-    return time.perf_counter() - start, run.second_pass, getattr(run, "cache_stats", None)
+    info = result.config["run"]
+    return time.perf_counter() - start, info["second_pass"], info["map_cache"]
 
 
 def sync(device: str) -> None:
