@@ -9,7 +9,10 @@ import torch
 from torch import nn
 
 from .data.probe import ProbeSource
+from .data.validate import ItemValidator, check_probe_source
+from .data.view import SourceView, source_name
 from .engine import Dissection, DissectOptions
+from .errors import DatasetError
 from .models import ModelAdapter, ModelRequest, parse_normalize
 from .plugins import DatasetRequest, get_plugin_manager
 from .results import DissectionResult
@@ -36,20 +39,37 @@ def resolve_model(model: Union[str, ModelAdapter, nn.Module], weights: Optional[
 
 
 def resolve_dataset(dataset: Union[str, ProbeSource], categories: Optional[Sequence[str]] = None,
-                    max_images: Optional[int] = None) -> ProbeSource:
+                    max_images: Optional[int] = None,
+                    resize: Optional[Tuple[int, int]] = None) -> SourceView:
+    """The probe source a spec names (or the one given), as a run reads it: ``max_images``,
+    ``categories`` and ``resize`` applied by the engine whatever the source did with them."""
+    origin = None
     if isinstance(dataset, str):
         request = DatasetRequest(categories=list(categories) if categories else None,
-                                 max_images=max_images)
-        return get_plugin_manager().build_dataset(dataset, request)
-    return dataset
+                                 max_images=max_images,
+                                 resize=tuple(resize) if resize else None)
+        source, origin = get_plugin_manager().create("dataset", dataset, request)
+    else:
+        source = dataset
+        problem = check_probe_source(source)
+        if problem:
+            problem = problem.replace("returned a source whose ", "its ", 1)
+            raise DatasetError(f"{source_name(source)}: {problem.replace('returned ', 'is ', 1)}")
+    if isinstance(source, SourceView):
+        return source
+    return SourceView(source, max_images=max_images, categories=categories, resize=resize,
+                      origin=origin)
 
 
 def run_dissection(model, layers, dataset, out=None, *, weights=None, random_init=False,
                    normalize=None, resize=None, quiet=True, **options) -> DissectionResult:
     opts = DissectOptions(**options)
+    opts.validate()
     adapter = resolve_model(model, weights, random_init, normalize, resize)
-    source = resolve_dataset(dataset, opts.categories, opts.max_images)
+    source = resolve_dataset(dataset, opts.categories, opts.max_images,
+                             adapter.preprocess.resize)
     if isinstance(layers, str):
         layers = [l for l in layers.split(",") if l]
-    run = Dissection(adapter, layers, source, opts, Path(out) if out else None, quiet=quiet)
+    run = Dissection(adapter, layers, source, opts, Path(out) if out else None, quiet=quiet,
+                     item_check=ItemValidator(source.vocabulary, source.origin))
     return run.run()

@@ -1,18 +1,23 @@
-"""The hooks through which plugins add model and dataset adapters.
+"""The hooks through which plugins add adapters (see docs/plugins.md for the whole contract).
 
 A plugin is a module (or object) with functions marked ``@ndcore.hookimpl``, found through the
-``ndcore`` entry-point group. Each hook receives a ``register`` callback::
+``ndcore`` entry-point group. Each hook receives a ``register`` callback, as in simonw/llm::
 
     @hookimpl
     def ndcore_register_models(register):
-        register("mymodels", build_my_model, description="my lab's CNNs")
+        register("mymodels", build_my_model, description="my lab's CNNs: mymodels:NAME")
 
 ``register(name, factory, description="")``: the spec ``name:TARGET`` then calls
-``factory(TARGET, request)``, where ``request`` is a :class:`ndcore.models.ModelRequest`
-(model factories, returning a :class:`ndcore.models.ModelAdapter`) or a
-:class:`ndcore.plugins.DatasetRequest` (dataset factories, returning a
-:class:`ndcore.data.probe.ProbeSource`).
+``factory(TARGET, request)``. Model factories get a :class:`ndcore.plugin_api.ModelRequest` and
+return a :class:`ndcore.plugin_api.ModelAdapter`; dataset factories get a
+:class:`ndcore.plugin_api.DatasetRequest` and return a :class:`ndcore.plugin_api.ProbeSource`.
+
+Every hook of this kind is listed in :data:`ADAPTER_HOOKS`: adding a kind of adapter is one
+hookspec below plus one entry there (the plugin manager, ``ndcore plugins`` and the lookup of
+``NAME:TARGET`` specs take the rest from the table).
 """
+
+from typing import Dict
 
 import pluggy
 
@@ -22,9 +27,26 @@ hookimpl = pluggy.HookimplMarker("ndcore")
 
 @hookspec
 def ndcore_register_models(register):
-    """Register model adapter factories: ``register(name, factory, description="")``."""
+    """Register model adapter factories.
+
+    ``register(name, factory, description="")``; ``factory(target: str, request: ModelRequest)
+    -> ModelAdapter``. Called once per process, when a model spec is first looked up.
+    """
 
 
 @hookspec
 def ndcore_register_datasets(register):
-    """Register dataset adapter (probe source) factories: ``register(name, factory, description="")``."""
+    """Register dataset adapter (probe source) factories.
+
+    ``register(name, factory, description="")``; ``factory(target: str, request:
+    DatasetRequest) -> ProbeSource``. Called once per process, when a dataset spec is first
+    looked up.
+    """
+
+
+# kind of adapter -> the hook that registers it. The kind names the adapter in messages
+# ("model adapter 'tinycnn'") and in `ndcore plugins`.
+ADAPTER_HOOKS: Dict[str, str] = {
+    "model": "ndcore_register_models",
+    "dataset": "ndcore_register_datasets",
+}

@@ -1,5 +1,6 @@
 """Plugin discovery through entry points, the example plugin, broken plugins, in-process use."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -48,15 +49,32 @@ def test_example_plugin_discovered_through_entry_point(example_site):
     out = run_cli(["plugins"], extra_path=[example_site])
     assert out.returncode == 0, out.stderr
     assert "ndcore-example-plugin" in out.stdout
-    assert "tinycnn" in out.stdout and "stripes" in out.stdout
+    text = " ".join(out.stdout.split())
+    assert "example: a tiny CNN, tinycnn:WIDTH" in text  # descriptions are shown
+    assert "example: in-memory stripes, stripes:N" in text
 
 
 def test_example_plugin_adapters_run_a_dissection(example_site, tmp_path):
     out = run_cli(["dissect", "--model", "tinycnn:4", "--random-init", "--layers", "2",
                    "--dataset", "stripes:24", "--out", str(tmp_path / "run"), "--workers", "0",
-                   "--quiet", "--no-report"], extra_path=[example_site])
+                   "--quiet", "--no-report", "--max-images", "20", "--categories", "object"],
+                  extra_path=[example_site])
     assert out.returncode == 0, out.stdout + out.stderr
     assert (tmp_path / "run" / "2" / "tally.csv").is_file()
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["dataset"]["images"] == 20 and config["dataset"]["categories"] == ["object"]
+
+
+def test_example_plugin_source_passes_the_item_checks():
+    sys.path.insert(0, str(EXAMPLE))
+    try:
+        import ndcore_example_plugin as example
+        from ndcore.plugin_api import check_items
+
+        check_items(example.Stripes(16))
+    finally:
+        sys.path.remove(str(EXAMPLE))
+        sys.modules.pop("ndcore_example_plugin", None)
 
 
 def test_broken_plugin_is_reported_and_others_keep_working(tmp_path):

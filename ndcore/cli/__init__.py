@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
 import warnings
 from typing import List, Optional
 
-from ..errors import NdcoreError
+from rich.markup import escape
+
+from ..errors import TRACEBACK_HINT, NdcoreError, debug_enabled, one_line, traceback_text
 from . import demo, dissect, inspect, layers, summary
 from .console import console
 
@@ -45,25 +48,57 @@ def _terminate(signum, frame):
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run one command; errors are one line (exit 2), full tracebacks with ``--traceback``.
+
+    ``--traceback`` may stand anywhere on the command line (``NDCORE_DEBUG=1`` does the same):
+    it adds the full traceback to every error, including a plugin's.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cut = argv.index("--") if "--" in argv else len(argv)
+    debug = "--traceback" in argv[:cut]
+    argv = [a for i, a in enumerate(argv) if i >= cut or a != "--traceback"]
+    previous_debug = os.environ.get("NDCORE_DEBUG")
+    if debug:
+        os.environ["NDCORE_DEBUG"] = "1"  # DataLoader workers and plugins see it too
+    debug = debug_enabled()
     parser = build_parser()
+    parser.add_argument("--traceback", action="store_true",
+                        help="show full tracebacks, also of plugins (or set NDCORE_DEBUG=1)")
     args = parser.parse_args(argv)
     _setup_logging(args.log_file)
     warnings.simplefilter("default")
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+
+    def report(e: BaseException, message: str) -> None:
+        if debug:
+            print(traceback_text(e), file=sys.stderr, end="")
+        # soft_wrap: the message stays one line when the output is not a terminal
+        console.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False,
+                      soft_wrap=True)
+        if args.log_file:
+            logging.getLogger("ndcore").error(message)
+
     try:
         return args.func(args)
     except NdcoreError as e:
-        console.print(f"[bold red]error:[/bold red] {e}", highlight=False)
-        if args.log_file:
-            logging.getLogger("ndcore").error(str(e))
+        report(e, str(e))
+        if debug and e.details:
+            print(e.details, file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         console.print("[red]interrupted[/red]")
         return 130
+    except Exception as e:  # a bug, in ndcore or in a plugin: one line, the rest on request
+        report(e, f"{one_line(e)} (an unexpected error; {TRACEBACK_HINT})")
+        return 1
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
+        if previous_debug is None:
+            os.environ.pop("NDCORE_DEBUG", None)
+        else:
+            os.environ["NDCORE_DEBUG"] = previous_debug
 
 
 if __name__ == "__main__":

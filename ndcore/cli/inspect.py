@@ -10,16 +10,57 @@ from .console import console
 
 
 def cmd_plugins(args) -> int:
+    """Plugins with their distribution, version, hooks and status; then every adapter with its
+    description; then one line per problem (clashes, refused registrations, failures)."""
+    from rich.markup import escape
+
+    from ..errors import debug_enabled
+    from ..hookspecs import ADAPTER_HOOKS
     from ..plugins import get_plugin_manager
 
+    pm = get_plugin_manager(report_failures=False)  # failures are listed below instead
+    pm.report_failures = False
+    infos = pm.plugin_infos()
     table = Table(title="ndcore plugins")
-    for col in ("plugin", "distribution", "version", "models", "datasets", "status"):
+    for col in ("plugin", "distribution", "version", "hooks", "provides", "status"):
         table.add_column(col)
-    for info in get_plugin_manager().plugin_infos():
-        status = f"[red]failed: {info.error}[/red]" if info.error else "ok"
-        table.add_row(info.name, info.distribution, info.version, ", ".join(info.models),
-                      ", ".join(info.datasets), status)
+    for info in infos:
+        if info.error:
+            status = f"[red]failed: {escape(info.error)}[/red]"
+        elif info.notes:
+            status = f"[yellow]{len(info.notes)} problem(s), see below[/yellow]"
+        else:
+            status = "ok"
+        provides = "; ".join(f"{kind}s: {', '.join(names)}"
+                             for kind, names in info.adapters.items() if names)
+        table.add_row(escape(info.name), escape(info.distribution or "(in process)"),
+                      escape(info.version), ", ".join(info.hooks), escape(provides), status)
     console.print(table)
+
+    adapters = Table(title="adapters (spec NAME:TARGET)")
+    for col in ("kind", "name", "description", "plugin"):
+        adapters.add_column(col)
+    for kind in ADAPTER_HOOKS:
+        for reg in pm.adapters(kind):
+            name = reg.name if reg.reachable else f"{reg.qualified} [yellow](clash)[/yellow]"
+            adapters.add_row(kind, name,
+                             escape(reg.description or "-"),
+                             escape(f"{reg.plugin} ({reg.distribution or 'in process'})"))
+    console.print(adapters)
+
+    for info in infos:
+        for note in info.notes:
+            console.print(f"[yellow]warning:[/yellow] plugin {escape(info.name)} "
+                          f"({escape(info.where)}): {escape(note)}", highlight=False,
+                          soft_wrap=True)
+        if info.error:
+            console.print(f"[red]failed:[/red] plugin {escape(info.name)} "
+                          f"({escape(info.where)}): {escape(info.error)}", highlight=False,
+                          soft_wrap=True)
+            if debug_enabled() and info.traceback:
+                print(info.traceback, file=sys.stderr)
+    if not debug_enabled() and any(i.error for i in infos):
+        console.print("(ndcore --traceback plugins shows the tracebacks)", highlight=False)
     return 0
 
 

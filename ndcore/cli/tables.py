@@ -25,7 +25,9 @@ def print_summary(result, top: int = 2) -> None:
     console.print(overall)
     console.print(per_cat)
     for name, lr in result.layers.items():
-        t = Table(title=f"{name}: best units per category (IoU > {lr.cutoff:g} is a detector)")
+        t = Table(title=f"{name}: best units per category (IoU > {lr.cutoff:g} is a detector)",
+                  caption="units are numbered from 0, as in the report and summary.json; "
+                          "tally.csv numbers them from 1, as NetDissect does")
         for col in ("category", "unit", "label", "IoU"):
             t.add_column(col)
         for cat in cats:

@@ -61,7 +61,9 @@ class RunDirectory:
             if not same and not overwrite:
                 why = "its config.json is unreadable" if old == "unreadable" else \
                     f"it differs in {_first_difference(fingerprint(old), fingerprint(config))}"
-                raise OutputError(f"--out {p}: holds a different run ({why}); choose another "
+                what = "a different run" if old == "unreadable" or old.get("complete") else \
+                    "a different, unfinished run"
+                raise OutputError(f"--out {p}: holds {what} ({why}); choose another "
                                   "--out, or give --overwrite to replace it")
             if not same or overwrite or old.get("complete"):
                 self._clear()
@@ -74,6 +76,8 @@ class RunDirectory:
                 warnings.warn(f"{e}; starting the run again")
             if state is not None and state.get("fingerprint") != fingerprint_hash(config):
                 state = None
+            if state is None:  # kept maps without a state that covers them are of no use
+                checkpoint.remove(p)
             self.write_config(config, complete=False)
             return state
         if p.exists() and any(p.iterdir()):

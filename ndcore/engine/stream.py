@@ -124,9 +124,16 @@ class ProbeStream:
             pin_memory=self.device.type == "cuda",
         )
         it = iter(loader)
-        for batch_id in batch_ids:
-            try:
-                batch = next(it)
-            except (ProbeError, DatasetError) as e:  # from the collate fn or a worker
-                raise DatasetError(_unwrap_worker_error(e)) from None
-            yield batch_id, batch.to(self.device, non_blocking=True)
+        try:
+            for batch_id in batch_ids:
+                try:
+                    batch = next(it)
+                except (ProbeError, DatasetError) as e:  # from the collate fn or a worker
+                    raise DatasetError(_unwrap_worker_error(e)) from None
+                yield batch_id, batch.to(self.device, non_blocking=True)
+        finally:
+            # Stop the loader's workers now, not at garbage collection (which can block for
+            # seconds after an error).
+            shutdown = getattr(it, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()

@@ -48,7 +48,8 @@ def layer_slugs(layers: Sequence[str]) -> Dict[str, str]:
 
 
 def load_image_list(run_dir: Path) -> List[str]:
-    """Probe index -> image path, as saved by the run (empty when the file is missing)."""
+    """Probe index -> image path, as saved by the run (empty when the file is missing; "" for
+    images that have no file, such as a generator's samples)."""
     path = Path(run_dir) / "images.json"
     if not path.is_file():
         return []
@@ -58,7 +59,7 @@ def load_image_list(run_dir: Path) -> List[str]:
         raise OutputError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(paths, list):
         raise OutputError(f"{path}: expected a list of image paths")
-    return [str(p) for p in paths]
+    return ["" if p is None else str(p) for p in paths]
 
 
 def check_positive(name: str, value: Optional[int]) -> None:

@@ -52,7 +52,7 @@ def rebuild_model(config: dict) -> ModelAdapter:
 def probe_size(run_dir: Path) -> Optional[Tuple[int, int]]:
     """(width, height) of the run's first probe image, if it can still be read."""
     paths = load_image_list(run_dir)
-    if not paths:
+    if not paths or not paths[0]:
         return None
     try:
         with Image.open(paths[0]) as im:

@@ -8,6 +8,7 @@ with autoescaping on: every label, file and layer name reaches the page as text.
 from __future__ import annotations
 
 import json
+import logging
 from functools import lru_cache
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -19,8 +20,11 @@ from .. import __version__
 from ..progress import progress_bar
 from ..results import DissectionResult, LayerResult, layer_dir
 from . import charts
-from .common import category_colors, check_cutoff, check_positive, layer_slugs, load_image_list
+from .common import category_colors, check_cutoff, check_positive, layer_slugs
 from .strips import StripRenderer
+from .thumbnails import FOLDER as THUMBNAILS, image_sources
+
+log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
 
@@ -120,7 +124,7 @@ def write_report(run_dir, *, cutoff: Optional[float] = None,
     result = DissectionResult.load(run_dir, union=union, cutoff=cutoff, categories=categories)
     report_dir = run_dir / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
-    image_paths = load_image_list(run_dir)
+    image_paths = image_sources(run_dir)  # None: no file (a copy may be in thumbnails/)
     slugs = layer_slugs(list(result.layers))
     cats = result.vocabulary.categories
     colors = category_colors(cats)
@@ -128,16 +132,19 @@ def write_report(run_dir, *, cutoff: Optional[float] = None,
     js = _static("report.js")
 
     layers = []
+    failures: Dict[int, str] = {}  # probe index -> why its image could not be read
     with progress_bar(progress) as bar:
         for name, lr in result.layers.items():
             slug = slugs[name]
             strips, missing, shown_k = {}, 0, 0
             if lr.topk is not None and lr.topk["indices"].size:
                 renderer = StripRenderer(report_dir, slug, image_paths, k=topk,
-                                         height=thumb_height, workers=workers)
+                                         height=thumb_height, workers=workers,
+                                         thumbnails=run_dir / THUMBNAILS)
                 strips = renderer.render(lr.topk, lr.thresholds, layer_dir(run_dir, name), bar,
                                          description=name)
                 missing = renderer.missing
+                failures.update(renderer.failures)
                 shown_k = min(topk, lr.topk["indices"].shape[1])
             summary = lr.summary()
             page = f"{slug}.html"
@@ -149,6 +156,10 @@ def write_report(run_dir, *, cutoff: Optional[float] = None,
                     missing_images=missing, js=js)
             layers.append({"name": name, "page": page, "summary": summary})
 
+    if failures:  # one line for the whole report, not one per image
+        index, why = min(failures.items())
+        log.warning("report: %d top image(s) could not be read and are drawn as grey masks "
+                    "(first: image %d: %s)", len(failures), index, why)
     first = next(iter(result.layers.values()), None)
     figure = charts.stacked_bars(
         [(l["name"], {c: l["summary"]["categories"][c]["unique"] for c in cats}) for l in layers],

@@ -41,16 +41,13 @@ def _file_signature(path: Path) -> List[int]:
     return [st.st_size, st.st_mtime_ns]
 
 
-def load_thumbnail(path: str, height: int) -> Optional[np.ndarray]:
-    """uint8 [height, w, 3] keeping the aspect ratio, or None when the file cannot be read."""
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            width = max(1, round(im.width * height / im.height))
-            return np.asarray(im.resize((width, height), Image.BILINEAR))
-    except (OSError, ValueError) as e:
-        log.warning("cannot read probe image %s: %s", path, e)
-        return None
+def load_thumbnail(path: str, height: int) -> np.ndarray:
+    """uint8 [height, w, 3] keeping the aspect ratio; raises OSError / ValueError when the file
+    cannot be read (the renderer counts those and reports them in one line)."""
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        width = max(1, round(im.width * height / im.height))
+        return np.asarray(im.resize((width, height), Image.BILINEAR))
 
 
 def masked_thumbnail(thumb: Optional[np.ndarray], act_map: np.ndarray, threshold: float,
@@ -80,17 +77,41 @@ def compose(tiles: Sequence[np.ndarray], height: int) -> np.ndarray:
 class StripRenderer:
     """Draws the strips of one layer into ``report_dir / slug``."""
 
-    def __init__(self, report_dir: Path, slug: str, image_paths: Sequence[str], *, k: int,
-                 height: int = 96, workers: int = 2, quality: int = 85) -> None:
+    def __init__(self, report_dir: Path, slug: str, image_paths: Sequence[Optional[str]], *,
+                 k: int, height: int = 96, workers: int = 2, quality: int = 85,
+                 thumbnails: Optional[Path] = None) -> None:
         self.report_dir = Path(report_dir)
         self.slug = slug
         self.out_dir = self.report_dir / slug
         self.image_paths = list(image_paths)
+        self.thumbnails = Path(thumbnails) if thumbnails is not None else None
         self.k, self.height, self.workers, self.quality = k, height, max(1, workers), quality
         self.missing = 0  # probe images that could not be read (drawn as grey masks)
+        self.failures: Dict[int, str] = {}  # probe index -> why it could not be read
 
     def _path_of(self, index: int) -> str:
-        return self.image_paths[index] if 0 <= index < len(self.image_paths) else ""
+        path = self.image_paths[index] if 0 <= index < len(self.image_paths) else None
+        return path or ""
+
+    def _load(self, index: int) -> Optional[np.ndarray]:
+        """The image's thumbnail: from its file, else from the copy the run kept, else None."""
+        path = self._path_of(index)
+        tried = []
+        if path:
+            try:
+                return load_thumbnail(path, self.height)
+            except (OSError, ValueError) as e:
+                tried.append(f"{path}: {e}")
+        if self.thumbnails is not None:
+            copy = self.thumbnails / f"{index}.jpg"
+            if copy.is_file():
+                try:
+                    return load_thumbnail(str(copy), self.height)
+                except (OSError, ValueError) as e:
+                    tried.append(f"{copy}: {e}")
+        self.failures[index] = "; ".join(tried) or \
+            "no image file and no copy kept in the run"
+        return None
 
     def _manifest_key(self, layer_dir: Path) -> Dict:
         files = [layer_dir / "topk.npz", layer_dir / "thresholds.npy"]
@@ -129,8 +150,7 @@ class StripRenderer:
         thumbs: Dict[int, Optional[np.ndarray]] = {}
 
         def load(index: int) -> None:
-            path = self._path_of(index)
-            thumbs[index] = load_thumbnail(path, self.height) if path else None
+            thumbs[index] = self._load(index)
             progress.advance(load_task)
 
         draw_task = progress.add_task(f"{description}: units", total=n_units)

@@ -1,7 +1,7 @@
 """``demo``: the small CNN trained on the synthetic dataset, with committed weights."""
 
-from ndcore import hookimpl
-from ndcore.models import ModelAdapter, ModelRequest, Preprocess, apply_weights, sha256_of
+from ndcore.plugin_api import (ModelAdapter, ModelRequest, Preprocess, apply_weights, hookimpl,
+                               sha256_of)
 
 
 def build(target: str, request: ModelRequest) -> ModelAdapter:

@@ -1,9 +1,7 @@
 """``synthetic[:SIZE]``: the built-in generated Broden-format dataset (cached on disk)."""
 
-from ndcore import hookimpl
 from ndcore.data.broden import BrodenDataset
-from ndcore.errors import DatasetError
-from ndcore.plugins import DatasetRequest
+from ndcore.plugin_api import DatasetError, DatasetRequest, hookimpl
 
 DEFAULT_SIZE = 1000
 
