@@ -17,6 +17,8 @@ $(STAMP): requirements-dev.txt pyproject.toml setup.py $(wildcard csrc/*.* csrc/
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	# The real DCGAN the GAN tests dissect; --no-deps: its dependencies serve only its training.
+	$(PY) -m pip install --quiet --no-deps gan-face-generate==1.1.1
 	$(PY) -m pip install --quiet --no-build-isolation --no-deps -e .
 	touch $@
 

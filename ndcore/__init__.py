@@ -12,7 +12,8 @@ __version__ = "0.1.0"
 
 from .hookspecs import hookimpl  # noqa: E402  (plugins import it from here)
 
-__all__ = ["__version__", "hookimpl", "dissect", "load_result"]
+__all__ = ["__version__", "hookimpl", "dissect", "dissect_generator", "load_result", "edit",
+           "Ablate", "Insert", "intervene"]
 
 
 def dissect(model, layers, dataset, out=None, *, weights=None, random_init=False,
@@ -29,6 +30,29 @@ def dissect(model, layers, dataset, out=None, *, weights=None, random_init=False
 
     return run_dissection(model, layers, dataset, out, weights=weights, random_init=random_init,
                           normalize=normalize, resize=resize, quiet=quiet, **options)
+
+
+def dissect_generator(model, layers, segmenter, out=None, *, samples=1000, seed=0, **options):
+    """Dissect a generator's ``layers`` on its own samples, labelled by ``segmenter`` (a spec
+    such as ``colors``, or a Segmenter); ``options`` as for :func:`dissect`, plus
+    ``threshold="best-iou"`` and ``latent_shape``."""
+    from .api import run_generator_dissection
+
+    return run_generator_dissection(model, layers, segmenter, out, samples=samples, seed=seed,
+                                    **options)
+
+
+def __getattr__(name):
+    # Interventions, imported on first use: ``with ndcore.edit(G, {"main.8": Ablate([3])})``.
+    if name in ("edit", "Ablate", "Insert"):
+        from .gan import edits
+
+        return getattr(edits, name)
+    if name == "intervene":
+        from .gan.api import intervene
+
+        return intervene
+    raise AttributeError(f"module 'ndcore' has no attribute {name!r}")
 
 
 def load_result(directory, **relabel):

@@ -73,3 +73,31 @@ def run_dissection(model, layers, dataset, out=None, *, weights=None, random_ini
     run = Dissection(adapter, layers, source, opts, Path(out) if out else None, quiet=quiet,
                      item_check=ItemValidator(source.vocabulary, source.origin))
     return run.run()
+
+
+def resolve_segmenter(segmenter):
+    """A segmenter object, or the one a spec names (``colors``, a plugin's ``NAME:TARGET``)."""
+    from .gan.segmenter_registry import build_segmenter
+    from .gan.segmenters import Segmenter
+
+    if isinstance(segmenter, Segmenter):
+        return segmenter, getattr(segmenter, "name", type(segmenter).__name__)
+    return build_segmenter(segmenter), segmenter
+
+
+def run_generator_dissection(model, layers, segmenter, out=None, *, samples: int = 1000,
+                             seed: int = 0, weights=None, random_init=False,
+                             latent_shape=None, quiet=True, **options) -> DissectionResult:
+    """Dissect a generator's ``layers`` on ``samples`` of its own images (z ~ N(0, I) with
+    ``seed``), labelled by ``segmenter``."""
+    from .gan.dissect import GeneratorDissection, make_generator_source
+
+    opts = DissectOptions(**options)
+    opts.validate()
+    adapter = resolve_model(model, weights, random_init)
+    seg, spec = resolve_segmenter(segmenter)
+    source = make_generator_source(adapter, seg, spec, samples, seed, latent_shape)
+    if isinstance(layers, str):
+        layers = [l for l in layers.split(",") if l]
+    run = GeneratorDissection(source, layers, opts, Path(out) if out else None, quiet=quiet)
+    return run.run()

@@ -44,9 +44,20 @@ def ndcore_register_datasets(register):
     """
 
 
+@hookspec
+def ndcore_register_segmenters(register):
+    """Register segmenter factories (the labellers of GAN dissection).
+
+    ``register(name, factory, description="")``; ``factory(target: str, request: None) ->
+    ndcore.plugin_api.Segmenter``. Called once per process, when a segmenter spec is first
+    looked up (``ndcore dissect --segmenter NAME[:TARGET]``).
+    """
+
+
 # kind of adapter -> the hook that registers it. The kind names the adapter in messages
 # ("model adapter 'tinycnn'") and in `ndcore plugins`.
 ADAPTER_HOOKS: Dict[str, str] = {
     "model": "ndcore_register_models",
     "dataset": "ndcore_register_datasets",
+    "segmenter": "ndcore_register_segmenters",
 }

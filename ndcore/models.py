@@ -7,10 +7,11 @@ Adapters are made by factories that plugins register (``torchvision``, ``python`
 from __future__ import annotations
 
 import hashlib
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -83,6 +84,15 @@ class ModelAdapter:
     weights: Optional[str] = None
     weights_sha256: Optional[str] = None
     description: str = ""
+    # Layouts of layers whose output is not [B, C, H, W] (see ndcore.capture.layouts): layer
+    # name or fnmatch pattern -> "nchw" | "nhwc" | "tokens[:skip=K][:grid=HxW]" | "vector"
+    # (or a Layout). torchvision's Swin, ConvNeXt, ViT and MaxViT need none: they are
+    # recognised from their modules. ``--layout`` overrides these.
+    layouts: Dict[str, Union[str, object]] = field(default_factory=dict)
+    # A generator (GAN dissection) says so with its latent shape, e.g. (100, 1, 1); its output
+    # is RGB in ``output_range``. A python: factory's module may carry ``latent_shape`` instead.
+    latent_shape: Optional[Tuple[int, ...]] = None
+    output_range: Tuple[float, float] = (-1.0, 1.0)
 
 
 @dataclass
@@ -101,33 +111,151 @@ def sha256_of(path: str | Path) -> str:
     return h.hexdigest()
 
 
+# Keys under which checkpoints keep a model's state dict (Lightning, torchvision's and timm's
+# training references, DeiT, ...), tried in this order, at any depth up to 3.
+CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network",
+                   "model_ema", "state_dict_ema")
+# Prefixes that wrappers put in front of every key: DataParallel / DDP, torch.compile.
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _safe_globals() -> list:
+    """Harmless classes that training checkpoints often hold next to the weights."""
+    import argparse
+
+    import numpy as np
+
+    allowed = [argparse.Namespace, np.dtype, np.ndarray]
+    for where in ("numpy._core.multiarray", "numpy.core.multiarray"):
+        try:
+            module = __import__(where, fromlist=["scalar", "_reconstruct"])
+            allowed += [module.scalar, module._reconstruct]
+            break
+        except (ImportError, AttributeError):
+            continue
+    allowed += [type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "bool")]
+    return allowed
+
+
+def _load_error(path: Path, e: Exception) -> NdcoreError:
+    """One line (no ANSI codes, no torch advice) saying why ``path`` is not a weights file."""
+    text = _ANSI.sub("", str(e))
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        name = found.group(1)
+        what = "a whole pickled model" if "models" in name or "nn.modules" in name else \
+            "a pickled Python object"
+        return NdcoreError(
+            f"{path}: holds {what} ({name}), not a state dict; ndcore loads weights only "
+            "(torch.load weights_only=True): save model.state_dict() instead")
+    if isinstance(e, EOFError) or path.stat().st_size == 0:
+        return NdcoreError(f"{path}: the file is empty or truncated, not a weights file")
+    detail = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    line = detail.group(1) if detail else next(
+        (l.strip() for l in text.splitlines() if l.strip()), "")
+    return NdcoreError(f"{path}: cannot load weights: not a PyTorch state dict file "
+                       f"({type(e).__name__}: {line[:200]})")
+
+
+def _is_state_dict(value) -> bool:
+    return isinstance(value, dict) and bool(value) and \
+        all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
+
+
+def _unwrap(state, depth: int = 0):
+    """The state dict inside a checkpoint dict (``state_dict``, ``model``, ...), or None."""
+    if _is_state_dict(state):
+        return state
+    if not isinstance(state, dict) or depth >= 3:
+        return None
+    for key in CHECKPOINT_KEYS:
+        if key in state:
+            found = _unwrap(state[key], depth + 1)
+            if found is not None:
+                return found
+    return None
+
+
+def _strip_prefixes(key: str) -> str:
+    changed = True
+    while changed:
+        changed = False
+        for prefix in WRAPPER_PREFIXES:
+            if key.startswith(prefix):
+                key, changed = key[len(prefix):], True
+    return key
+
+
 def load_state_dict_file(path: str | Path) -> Dict[str, torch.Tensor]:
-    """A local state dict, loaded safely (weights_only=True), with 'module.' prefixes stripped."""
+    """A local state dict, loaded safely (``weights_only=True``).
+
+    Checkpoint wrappers are opened: a dict holding the weights under ``state_dict``,
+    ``model``, ``model_state_dict``, ... (next to an optimizer, an epoch, argparse args), and
+    ``module.`` (DataParallel) and ``_orig_mod.`` (torch.compile) key prefixes. Anything else
+    is refused with one line naming the file.
+    """
     path = Path(path)
     if not path.is_file():
         raise NdcoreError(f"{path}: weights file not found")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4"
+            with torch.serialization.safe_globals(_safe_globals()):
+                state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise NdcoreError(f"{path}: cannot load weights ({type(e).__name__}: {e})") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
+        raise _load_error(path, e) from None
+    found = _unwrap(state)
+    if found is None:
+        if isinstance(state, dict):
+            keys = ", ".join(str(k) for k in list(state)[:6]) + (", ..." if len(state) > 6 else "")
+            raise NdcoreError(f"{path}: holds a dict (keys {keys}) with no state dict in it "
+                              f"(looked under {', '.join(CHECKPOINT_KEYS[:4])}, ...)")
         raise NdcoreError(f"{path}: expected a state dict, found {type(state).__name__}")
-    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+    return {_strip_prefixes(k): v for k, v in found.items()}
+
+
+def _fit_prefix(state: Dict[str, torch.Tensor], module: nn.Module) -> Dict[str, torch.Tensor]:
+    """Drop a first key component shared by every key (``model.``, ``backbone.``, ...) when
+    that, and only that, makes the keys those of ``module``."""
+    own = set(module.state_dict())
+    if set(state) == own:
+        return state
+    heads = {k.split(".", 1)[0] for k in state}
+    if len(heads) == 1 and all("." in k for k in state):
+        stripped = {_strip_prefixes(k.split(".", 1)[1]): v for k, v in state.items()}
+        if set(stripped) == own:
+            return stripped
+    return state
+
+
+def _misfit(state: Dict[str, torch.Tensor], module: nn.Module) -> str:
+    """A short account of how a state dict differs from a module's."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing key(s) (e.g. {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s) (e.g. {unexpected[0]})")
+    if shapes:
+        k = shapes[0]
+        parts.append(f"{len(shapes)} shape mismatch(es) (e.g. {k}: file "
+                     f"{list(state[k].shape)}, model {list(own[k].shape)})")
+    return "; ".join(parts)
 
 
 def apply_weights(module: nn.Module, request: ModelRequest, spec: str) -> Optional[str]:
     """Load ``request.weights`` into ``module``; returns its sha256. Random init only if asked."""
     if request.weights:
-        state = load_state_dict_file(request.weights)
+        state = _fit_prefix(load_state_dict_file(request.weights), module)
         try:
             module.load_state_dict(state, strict=True)
         except RuntimeError as e:
-            first = str(e).strip().splitlines()
-            raise NdcoreError(
-                f"{request.weights}: does not fit {spec}: {' '.join(first[:3])[:400]}"
-            ) from None
+            why = _misfit(state, module) or " ".join(str(e).strip().splitlines()[:2])[:300]
+            raise NdcoreError(f"{request.weights}: does not fit {spec}: {why}") from None
         return sha256_of(request.weights)
     if not request.random_init:
         raise NdcoreError(

@@ -12,6 +12,7 @@ from .data.probe import ProbeItem, ProbeSource, ProbeSourceInfo, remove_repeated
 from .data.validate import check_items
 from .data.vocabulary import Vocabulary
 from .errors import DatasetError, NdcoreError, PluginError
+from .gan.segmenters import Segmentation, Segmenter, single_category_vocabulary
 from .hookspecs import hookimpl
 from .models import (NORMALIZE_PRESETS, ModelAdapter, ModelRequest, Preprocess, apply_weights,
                      load_state_dict_file, sha256_of)
@@ -29,6 +30,8 @@ __all__ = [
     # datasets (probe sources)
     "DatasetRequest", "ProbeSource", "ProbeItem", "ProbeSourceInfo", "Vocabulary",
     "remove_repeated_labels", "check_items",
+    # segmenters (GAN dissection)
+    "Segmenter", "Segmentation", "single_category_vocabulary",
     # errors
     "NdcoreError", "DatasetError", "PluginError",
 ]

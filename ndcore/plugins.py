@@ -45,6 +45,7 @@ BUILTIN_DISTRIBUTION = "ndcore"
 RESULT_CHECKS: Dict[str, str] = {
     "model": "ndcore.data.validate:check_model_adapter",
     "dataset": "ndcore.data.validate:check_probe_source",
+    "segmenter": "ndcore.gan.segmenters:check_segmenter",
 }
 
 
@@ -501,7 +502,7 @@ class PluginManager:
         return self.create("dataset", spec, request)[0]
 
     def build_segmenter(self, spec: str, request: Any = None):
-        """Needs the ``segmenter`` entry of ``hookspecs.ADAPTER_HOOKS`` (GAN dissection)."""
+        """A segmenter (GAN dissection's labeller) by spec ``NAME[:TARGET]``."""
         return self.create("segmenter", spec, request)[0]
 
 

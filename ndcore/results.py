@@ -36,24 +36,34 @@ def _check_label_space(counts: Dict[str, np.ndarray]) -> None:
                           "counts); run the dissection again")
 
 
-def label_counts(counts: Dict[str, np.ndarray], vocab: Vocabulary,
-                 full_vocab: Vocabulary) -> Dict[str, np.ndarray]:
-    """Intersections [U, L] and label pixel counts [L] of the labels as a run restricted to
-    ``vocab``'s categories would have counted them (see data/labelspace.py)."""
+def ids_to_labels(counts: Dict[str, np.ndarray], values: np.ndarray, vocab: Vocabulary,
+                  full_vocab: Vocabulary, axis: int) -> np.ndarray:
+    """Sum label-space ids into labels along ``axis``, keeping the ids that a run restricted
+    to ``vocab``'s categories would have counted (see data/labelspace.py)."""
     _check_label_space(counts)
     id_label = counts["labelspace_id_label"]
     keep = (counts["labelspace_id_bits"] & _subset_mask(vocab, full_vocab)) != 0
     keep[0] = False
-    n_units = counts["intersection"].shape[0]
-    inter = np.zeros((n_units, full_vocab.num_labels), dtype=np.int64)
-    truth = np.zeros(full_vocab.num_labels, dtype=np.int64)
+    shape = list(values.shape)
+    shape[axis] = full_vocab.num_labels
+    out = np.zeros(shape, dtype=values.dtype)
     cols = np.nonzero(keep)[0]
     if cols.size:
         # ids are ordered by label: sum each label's run of kept ids
         labels, starts = np.unique(id_label[cols], return_index=True)
-        inter[:, labels] = np.add.reduceat(counts["intersection"][:, cols], starts, axis=1)
-        truth[labels] = np.add.reduceat(counts["truth"][cols], starts)
-    return {"intersection": inter, "truth": truth}
+        summed = np.add.reduceat(np.take(values, cols, axis=axis), starts, axis=axis)
+        index = [slice(None)] * values.ndim
+        index[axis] = labels
+        out[tuple(index)] = summed
+    return out
+
+
+def label_counts(counts: Dict[str, np.ndarray], vocab: Vocabulary,
+                 full_vocab: Vocabulary) -> Dict[str, np.ndarray]:
+    """Intersections [U, L] and label pixel counts [L] of the labels as a run restricted to
+    ``vocab``'s categories would have counted them."""
+    return {"intersection": ids_to_labels(counts, counts["intersection"], vocab, full_vocab, 1),
+            "truth": ids_to_labels(counts, counts["truth"], vocab, full_vocab, 0)}
 
 
 def activation_counts(counts: Dict[str, np.ndarray], vocab: Vocabulary, union: str,
@@ -95,10 +105,46 @@ def activation_counts(counts: Dict[str, np.ndarray], vocab: Vocabulary, union: s
     raise NdcoreError(f"unknown union convention {union!r}; choose one of {', '.join(UNIONS)}")
 
 
+def best_iou_matrix(counts: Dict[str, np.ndarray], vocab: Vocabulary,
+                    full_vocab: Vocabulary) -> Dict[str, np.ndarray]:
+    """The best-IoU rule: per (unit, label), the candidate threshold with the largest IoU
+    (the first, i.e. lowest, among ties), and the exact counts at it."""
+    if "hist" not in counts:
+        raise NdcoreError("this run kept no IoU histograms; dissect with --threshold best-iou")
+    curves = iou_curves(counts, vocab, full_vocab)
+    best = curves["iou"].argmax(axis=2)  # [U, L]
+    pick = lambda a: np.take_along_axis(a, best[:, :, None], axis=2)[:, :, 0]  # noqa: E731
+    edges = counts["hist_edges"]  # [U, B]
+    return {"iou": pick(curves["iou"]), "intersection": pick(curves["intersection"]),
+            "activation": pick(curves["activation"]), "truth": curves["truth"],
+            "thresholds": np.take_along_axis(edges, best, axis=1)}
+
+
+def iou_curves(counts: Dict[str, np.ndarray], vocab: Vocabulary,
+               full_vocab: Vocabulary) -> Dict[str, np.ndarray]:
+    """IoU [U, L, B] at every candidate threshold ``hist_edges`` [U, B], with its counts."""
+    hist = counts["hist"]  # [U, V, B]; id 0 counts every pixel
+    suffix = lambda a: np.flip(np.cumsum(np.flip(a, -1), -1), -1)  # noqa: E731
+    area = suffix(hist[:, 0, :])  # [U, B] mask size at each threshold
+    inter = suffix(ids_to_labels(counts, hist, vocab, full_vocab, 1))  # [U, L, B]
+    truth = ids_to_labels(counts, counts["truth"], vocab, full_vocab, 0)
+    act = np.broadcast_to(area[:, None, :], inter.shape)
+    union = act + truth[None, :, None] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+    iou[:, vocab.primary < 0, :] = 0.0
+    iou[:, 0, :] = 0.0
+    return {"iou": iou, "intersection": inter, "activation": act, "truth": truth,
+            "edges": counts["hist_edges"]}
+
+
 def iou_matrix(counts: Dict[str, np.ndarray], vocab: Vocabulary, union: str,
-               full_vocab: Optional[Vocabulary] = None) -> Dict[str, np.ndarray]:
+               full_vocab: Optional[Vocabulary] = None,
+               rule: str = "quantile") -> Dict[str, np.ndarray]:
     """IoU [U, L] (0 where the union is empty or the label has no kept category)."""
     full_vocab = full_vocab or vocab
+    if rule == "best-iou":
+        return best_iou_matrix(counts, vocab, full_vocab)
     by_label = label_counts(counts, vocab, full_vocab)
     inter, truth = by_label["intersection"], by_label["truth"]
     act = activation_counts(counts, vocab, union, full_vocab)
@@ -133,6 +179,7 @@ class LayerResult:
     cutoff: float = DEFAULT_CUTOFF
     full_vocabulary: Optional[Vocabulary] = None
     topk: Optional[Dict[str, np.ndarray]] = None
+    rule: str = "quantile"  # threshold rule: "quantile" or "best-iou" (per unit and concept)
     units: List[UnitResult] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -144,8 +191,10 @@ class LayerResult:
 
     def _label(self) -> None:
         vocab = self.vocabulary
-        m = iou_matrix(self.counts, vocab, self.union, self.full_vocabulary)
+        m = iou_matrix(self.counts, vocab, self.union, self.full_vocabulary, self.rule)
         self.iou = m["iou"]
+        # best-iou: each (unit, label)'s own threshold [U, L]; None under the quantile rule
+        self.best_thresholds = m.get("thresholds")
         self.units = []
         for u in range(self.num_units):
             by_cat = {}
@@ -311,7 +360,8 @@ class DissectionResult:
                 thresholds=np.load(folder / "thresholds.npy"),
                 union=union or options.get("union", "paper"),
                 cutoff=cutoff if cutoff is not None else options.get("cutoff", DEFAULT_CUTOFF),
-                full_vocabulary=full_vocab, topk=topk)
+                full_vocabulary=full_vocab, topk=topk,
+                rule=options.get("threshold", "quantile"))
         return cls(layers, vocab, config, directory)
 
     def relabel(self, union: Optional[str] = None, cutoff: Optional[float] = None,
@@ -321,7 +371,7 @@ class DissectionResult:
         vocab = _category_view(full, categories, self.directory)
         layers = {
             name: LayerResult(name, vocab, lr.counts, lr.thresholds, union or lr.union,
-                              lr.cutoff if cutoff is None else cutoff, full, lr.topk)
+                              lr.cutoff if cutoff is None else cutoff, full, lr.topk, lr.rule)
             for name, lr in self.layers.items()
         }
         return DissectionResult(layers, vocab, self.config, self.directory)

@@ -190,9 +190,13 @@ def test_unknown_layer_suggests_close_names(broden):
     run_dissection(adapter, ["features.0"], BrodenDataset(broden))  # nested dotted names work
 
 
-def test_layer_not_4d(broden):
-    with pytest.raises(LayerError, match=r"layer '1' outputs \(3, 128\), not a 4-D"):
-        run_dissection(identity_adapter(), ["1"], BrodenDataset(broden), batch_size=3)
+def test_layer_layout_undecidable(broden):
+    """[B, N, C] with no declared layout: refused, suggesting --layout (never guessed)."""
+    torch.manual_seed(0)
+    adapter = ModelAdapter("id3", nn.Sequential(nn.Conv2d(3, 2, 1), nn.Flatten(2)),
+                           Preprocess((0, 0, 0), (255, 255, 255)))
+    with pytest.raises(LayerError, match="layout is not declared; say --layout 1="):
+        run_dissection(adapter, ["1"], BrodenDataset(broden), batch_size=3)
 
 
 class NaNUnit(nn.Module):

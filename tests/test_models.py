@@ -111,3 +111,124 @@ def test_capture_is_not_changed_by_later_inplace_ops():
     expected = model[0](x)
     assert (expected < 0).any()
     torch.testing.assert_close(out["0"], expected)  # pre-ReLU values, as the conv produced them
+
+
+# -- weights of transformer-era torchvision models, checkpoint wrappers, bad files --------------
+
+
+def _same_weights(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    return list(sa) == list(sb) and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.parametrize("name", ["vit_b_16",
+                                  pytest.param("swin_t", marks=pytest.mark.slow),
+                                  pytest.param("convnext_tiny", marks=pytest.mark.slow)])
+def test_torchvision_transformer_weights(tmp_path, name):
+    import torchvision
+
+    torch.manual_seed(3)
+    source = torchvision.models.get_model(name, weights=None)
+    path = tmp_path / f"{name}.pth"
+    torch.save(source.state_dict(), path)
+    adapter = resolve_model(f"torchvision:{name}", weights=str(path))
+    assert _same_weights(source, adapter.module)
+
+
+SMALL_FACTORIES = '''
+import torch
+from torchvision.models.convnext import CNBlockConfig, ConvNeXt
+from torchvision.models.swin_transformer import SwinTransformer
+from torchvision.models.vision_transformer import VisionTransformer
+
+def vit():
+    return VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2,
+                             hidden_dim=16, mlp_dim=32, num_classes=10)
+
+def swin():
+    return SwinTransformer(patch_size=[4, 4], embed_dim=8, depths=[2, 2], num_heads=[2, 2],
+                           window_size=[2, 2], num_classes=10)
+
+def convnext():
+    return ConvNeXt([CNBlockConfig(8, 16, 1), CNBlockConfig(16, None, 1)], num_classes=10)
+'''
+
+
+def _wrapped(state):
+    import argparse
+
+    import numpy as np
+
+    return {
+        "plain": state,
+        "state_dict": {"state_dict": state, "epoch": 3},
+        "model": {"model": state, "optimizer": {"lr": 0.1}, "epoch": 7,
+                  "args": argparse.Namespace(lr=0.1), "best": np.float64(0.5)},  # torchvision refs
+        "model_state_dict": {"model_state_dict": state, "optimizer_state_dict": {}},
+        "module_prefix": {f"module.{k}": v for k, v in state.items()},
+        "compiled_prefix": {f"_orig_mod.{k}": v for k, v in state.items()},
+        "lightning": {"state_dict": {f"model.{k}": v for k, v in state.items()},
+                      "global_step": 10},
+        "nested": {"model": {"state_dict": {f"module.{k}": v for k, v in state.items()}}},
+        "lightning_compiled": {"state_dict": {f"model._orig_mod.{k}": v for k, v in state.items()}},
+    }
+
+
+@pytest.mark.parametrize("family", ["vit", "swin", "convnext"])
+def test_checkpoint_wrappers_for_each_family(tmp_path, family):
+    """Each wrapper is opened, for a ViT, a Swin and a ConvNeXt (torchvision's classes)."""
+    (tmp_path / "small.py").write_text(SMALL_FACTORIES)
+    spec = f"python:{tmp_path / 'small.py'}:{family}"
+    torch.manual_seed(5)
+    source = resolve_model(spec).module
+    for wrapper, content in _wrapped(source.state_dict()).items():
+        path = tmp_path / f"{family}-{wrapper}.pth"
+        torch.save(content, path)
+        torch.manual_seed(6)  # a different init, so that loading must change every weight
+        adapter = resolve_model(spec, weights=str(path))
+        assert _same_weights(source, adapter.module), wrapper
+        assert adapter.weights_sha256 == sha256_of(path)
+
+
+def test_bad_weights_files_give_one_line_naming_the_file(tmp_path):
+    import json
+
+    import numpy as np
+    import torchvision
+
+    torch.save(torchvision.models.resnet18(weights=None), tmp_path / "whole.pt")
+    (tmp_path / "config.json").write_text(json.dumps({"lr": 0.1}))
+    np.save(tmp_path / "array.npy", np.zeros(3))
+    (tmp_path / "notes.txt").write_text("epoch 1 loss 0.5\n")
+    (tmp_path / "empty.pth").write_bytes(b"")
+    torch.save({"epoch": 3, "optimizer": {"lr": 0.1}}, tmp_path / "nomodel.pth")
+    torch.save([torch.zeros(2)], tmp_path / "list.pth")
+    expected = {
+        "whole.pt": r"whole.pt: holds a whole pickled model \(torchvision.models.resnet.ResNet\), "
+                    r"not a state dict; .* save model.state_dict\(\) instead",
+        "config.json": r"config.json: cannot load weights: not a PyTorch state dict file",
+        "array.npy": r"array.npy: cannot load weights: not a PyTorch state dict file",
+        "notes.txt": r"notes.txt: cannot load weights: not a PyTorch state dict file",
+        "empty.pth": r"empty.pth: the file is empty or truncated",
+        "nomodel.pth": r"nomodel.pth: holds a dict \(keys epoch, optimizer\) with no state dict",
+        "list.pth": r"list.pth: expected a state dict, found list",
+    }
+    for name, pattern in expected.items():
+        with pytest.raises(NdcoreError, match=pattern) as info:
+            resolve_model("torchvision:resnet18", weights=str(tmp_path / name))
+        message = str(info.value)
+        assert "\n" not in message and "\x1b" not in message and len(message) < 400, name
+
+
+def test_misfit_names_the_difference(tmp_path):
+    import torchvision
+
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    state["fc.weight"] = torch.zeros(10, 512)
+    del state["fc.bias"]
+    torch.save(state, tmp_path / "r18.pth")
+    with pytest.raises(NdcoreError, match=r"r18.pth: does not fit torchvision:resnet18: 1 missing "
+                                          r"key\(s\) \(e.g. fc.bias\); 1 shape mismatch\(es\) "
+                                          r"\(e.g. fc.weight: file \[10, 512\], model "
+                                          r"\[1000, 512\]\)"):
+        resolve_model("torchvision:resnet18", weights=str(tmp_path / "r18.pth"))

@@ -374,7 +374,7 @@ def test_clashes_and_broken_hooks_are_listed_not_fatal(site, clash_site):
     assert "is not used" not in res.stderr  # listed once, in the table's problem lines
     assert ("warning: plugin crashy_plugin (crashy 0.1.0): hook ndcore_register_model is not "
             "an ndcore hook and is never called (did you mean: ndcore_register_models, "
-            "ndcore_register_datasets?)") in lines
+            "ndcore_register_datasets, ndcore_register_segmenters?)") in lines
     table = " ".join(res.stdout.split())
     for description in ("testkit: a tiny CNN, tiny:WIDTH", "crashy data",
                         "torchvision models: torchvision:<name>", "evil torchvision"):

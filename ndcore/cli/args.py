@@ -24,3 +24,13 @@ def parse_size(value: Optional[str], option: str) -> Optional[Tuple[int, int]]:
     if len(size) not in (1, 2) or min(size) < 1:
         raise NdcoreError(f"{option} {value!r}: expected N or HxW with positive sizes")
     return (size[0], size[0]) if len(size) == 1 else (size[0], size[1])
+
+
+def parse_ints(value: Optional[str], option: str) -> Optional[List[int]]:
+    """'100,1,1' -> [100, 1, 1]; None -> None."""
+    if not value:
+        return None
+    try:
+        return [int(v) for v in csv_list(value) or []]
+    except ValueError:
+        raise NdcoreError(f"{option} {value!r}: expected comma-separated integers") from None

@@ -25,9 +25,7 @@ def print_summary(result, top: int = 2) -> None:
     console.print(overall)
     console.print(per_cat)
     for name, lr in result.layers.items():
-        t = Table(title=f"{name}: best units per category (IoU > {lr.cutoff:g} is a detector)",
-                  caption="units are numbered from 0, as in the report and summary.json; "
-                          "tally.csv numbers them from 1, as NetDissect does")
+        t = Table(title=f"{name}: best units per category (IoU > {lr.cutoff:g} is a detector)")
         for col in ("category", "unit", "label", "IoU"):
             t.add_column(col)
         for cat in cats:
@@ -36,3 +34,5 @@ def print_summary(result, top: int = 2) -> None:
                 style = "" if u.iou > lr.cutoff else "dim"
                 t.add_row(cat, str(u.unit), u.label, f"{u.iou:.3f}", style=style)
         console.print(t)
+    console.print("[dim]Units are numbered from 0, as in the report and summary.json; "
+                  "tally.csv numbers them from 1, as NetDissect does.[/dim]")

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-from PIL import Image
 
 from ..errors import DatasetError, suggest
+from .decode import read_label_png, read_rgb
 from .probe import ProbeItem, ProbeSource, ProbeSourceInfo, remove_repeated_labels
 from .vocabulary import Vocabulary
 
@@ -219,8 +219,7 @@ class BrodenDataset(ProbeSource):
     @staticmethod
     def _load_rgb(path: Path, size: Tuple[int, int]) -> np.ndarray:
         try:
-            with Image.open(path) as im:
-                image = np.asarray(im.convert("RGB"))
+            image = read_rgb(path)
         except FileNotFoundError:
             raise DatasetError(f"{path}: image file not found") from None
         except Exception as e:  # PIL raises many types for corrupt files
@@ -238,19 +237,17 @@ class BrodenDataset(ProbeSource):
         planes = np.zeros((len(row["planes"]), sh, sw), dtype=np.int32)
         for j, (_, path) in enumerate(row["planes"]):
             try:
-                with Image.open(path) as im:
-                    rgb = np.asarray(im.convert("RGB"), dtype=np.int32)
+                plane = read_label_png(path)
             except FileNotFoundError:
                 raise DatasetError(f"{path}: label plane not found") from None
             except Exception as e:
                 raise DatasetError(
                     f"{path}: cannot decode label PNG ({type(e).__name__}: {e})"
                 ) from None
-            if rgb.shape[:2] != (sh, sw):
+            if plane.shape[:2] != (sh, sw):
                 raise DatasetError(
-                    f"{path}: label plane is {rgb.shape[0]}x{rgb.shape[1]}, expected {sh}x{sw}"
+                    f"{path}: label plane is {plane.shape[0]}x{plane.shape[1]}, expected {sh}x{sw}"
                 )
-            plane = rgb[..., 0] + 256 * rgb[..., 1]
             bad = plane >= len(self._valid_label)
             if not bad.any():
                 bad = ~self._valid_label[plane]

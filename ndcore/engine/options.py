@@ -15,7 +15,7 @@ from .forward import PRECISIONS
 # Labelling options (union, cutoff) and speed settings (batch size, workers, device, caching,
 # checkpoint interval) are left out: they do not change thresholds or counts.
 RESULT_OPTIONS = ("quantile", "quantile_on", "thresholds", "categories", "topk", "max_images",
-                  "precision")
+                  "precision", "threshold", "layouts")
 
 
 @dataclass
@@ -37,6 +37,10 @@ class DissectOptions:
     checkpoint_every: float = 120.0  # seconds between checkpoints; 0 = never
     overwrite: bool = False  # replace a different run in the output directory
     precision: str = "fp32"  # forward pass under autocast: fp32, bf16 or fp16
+    threshold: str = "quantile"  # "quantile" (NetDissect) or "best-iou" (GAN Dissection)
+    layouts: Dict[str, str] = field(default_factory=dict)  # layer -> layout (--layout)
+    compile: bool = False  # torch.compile the model (speed only)
+    channels_last: Optional[bool] = None  # channels-last memory format; None: on CUDA only
 
     def validate(self) -> None:
         if self.union not in UNIONS:
@@ -57,8 +61,20 @@ class DissectOptions:
             raise NdcoreError(f"--workers {self.workers}: must be >= 0")
         if self.checkpoint_every < 0:
             raise NdcoreError("--checkpoint-every must be >= 0 seconds (0 = never)")
+        if self.threshold not in ("quantile", "best-iou"):
+            raise NdcoreError(f"--threshold {self.threshold!r}: choose quantile or best-iou")
+        if self.threshold == "best-iou" and self.thresholds:
+            raise NdcoreError("--threshold best-iou searches each unit's thresholds; it cannot "
+                              "be combined with given --thresholds")
         if self.precision not in PRECISIONS:
             raise NdcoreError(f"--precision {self.precision!r}: choose one of "
                               f"{', '.join(PRECISIONS)}")
+        from ..capture import parse_layout
+
+        for layer, spec in self.layouts.items():
+            try:
+                parse_layout(spec)
+            except NdcoreError as e:
+                raise NdcoreError(f"--layout {layer}={spec}: {e}") from None
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise NdcoreError("--device cuda: no CUDA GPU is available to torch")

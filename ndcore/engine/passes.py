@@ -27,19 +27,22 @@ from ..data.probe import ProbeBatch
 from ..errors import NdcoreError
 from . import checkpoint
 from .counts import TallyCounts
+from .histogram import IoUHistogram, ValueSample
 from .distributed import Dist
 from .driver import drive
-from .forward import ModelRunner
+from .labelstore import LabelStore
 from .layerstats import KeepMaps, PassStats
 from .mapstore import MapStore, below_threshold_fill, default_memory_budget
 from .options import DissectOptions
 from .scratch import ScratchDir
-from .stream import BatchGrid, ProbeStream
+from .stage import Stage
+from .stream import BatchGrid
 from .tail import TopTail, tail_size
 from .topk import TopKImages
 
 # (pass name, images done, images in this rank's share) -> None
 Progress = Callable[[str, int, int], None]
+LABELS_KEY = "__labels__"  # the label store's length among the kept-map files' lengths
 
 
 @dataclass
@@ -63,23 +66,26 @@ class Cursor:
     thresholds: Dict[str, torch.Tensor] = field(default_factory=dict)
     map_sizes: Dict[str, Tuple[int, int]] = field(default_factory=dict)
     store_lengths: Dict[str, int] = field(default_factory=dict)
+    edges: Dict[str, torch.Tensor] = field(default_factory=dict)  # best-iou candidates
 
 
 class TwoPasses:
-    def __init__(self, *, runner: ModelRunner, stream: ProbeStream, layers: List[str],
+    def __init__(self, *, stage: Stage, stream, layers: List[str],
                  given: Dict[str, torch.Tensor], options: DissectOptions,
                  labelspace: LabelSpace, dist: Dist, device: torch.device,
                  run_dir: Optional[Path], fingerprint: str,
                  progress: Progress, previous_s: float = 0.0) -> None:
-        self.runner, self.stream, self.grid = runner, stream, stream.grid
+        self.stage, self.stream, self.grid = stage, stream, stream.grid
         self.layers, self.given, self.options = layers, given, options
         self.todo = [l for l in layers if l not in given]
         self.labelspace, self.dist, self.device = labelspace, dist, device
+        self.best_iou = options.threshold == "best-iou"
         self.run_dir = run_dir  # set on rank 0 when it writes checkpoints
         self.fingerprint, self.progress = fingerprint, progress
         self.previous_s, self.started = previous_s, time.time()  # run time before a resume
         self.timer = checkpoint.Timer(options.checkpoint_every)
         self.store: Optional[MapStore] = None
+        self.labels: Optional[LabelStore] = None  # generators: their segmentations, for pass 2
         self.scratch: Optional[ScratchDir] = None
         self.cursor = Cursor()
         self._final1: Optional[PassStats] = None  # pass 1's merged statistics, once known
@@ -88,7 +94,8 @@ class TwoPasses:
 
     def _make_pass1(self, layer: str, maps: torch.Tensor, batch: ProbeBatch):
         units = maps.shape[1]
-        parts: Dict[str, Any] = {"topk": TopKImages(units, self.options.topk)}
+        parts: Dict[str, Any] = {"topk": TopKImages(units, self.options.topk,
+                                                     keep_images=self.stage.makes_images)}
         if layer in self.given:
             thr = self.given[layer]
             if thr.numel() != units:
@@ -100,23 +107,36 @@ class TwoPasses:
             h, w = batch.label_size if upsampled else maps.shape[2:]
             keep = tail_size(self.grid.size * h * w, self.options.quantile)
             parts["tail"] = TopTail(units, keep, self.device, upsampled=upsampled)
+            if self.best_iou:
+                parts["sample"] = ValueSample.for_run(units, self.grid.size,
+                                                      maps.shape[2] * maps.shape[3])
         return parts
 
     def _from_state(self, name: str, state: Dict[str, Any]):
         if name == "tail":
             acc = TopTail(int(state["num_units"]), int(state["keep"]), self.device)
         elif name == "topk":
-            acc = TopKImages(int(state["num_units"]), int(state["k"]))
+            acc = TopKImages(int(state["num_units"]), int(state["k"]),
+                             bool(state.get("keep_images", False)))
         elif name == "counts":
             acc = TallyCounts(torch.as_tensor(state["thresholds"]), self.labelspace, self.device)
+        elif name == "sample":
+            acc = ValueSample(int(state["num_units"]), int(state["stride"]), int(state["step"]))
+        elif name == "hist":
+            acc = IoUHistogram(torch.as_tensor(state["edges"]), int(state["num_ids"]),
+                               self.device)
         else:
             raise ValueError(f"unknown statistic {name!r} in a saved state")
         acc.load_state_dict(state)
         return acc
 
     def _make_pass2(self, layer: str, maps: torch.Tensor, batch: ProbeBatch):
-        return {"counts": TallyCounts(self.cursor.thresholds[layer], self.labelspace,
-                                      self.device)}
+        parts = {"counts": TallyCounts(self.cursor.thresholds[layer], self.labelspace,
+                                       self.device)}
+        if self.best_iou:
+            parts["hist"] = IoUHistogram(self.cursor.edges[layer], self.labelspace.num_ids,
+                                         self.device)
+        return parts
 
     def _pass_stats(self, which: int) -> PassStats:
         if which == 1:
@@ -153,6 +173,8 @@ class TwoPasses:
             if self.store is not None:
                 self.map_store_stats = self.store.stats()
                 self.store.close()
+            if self.labels is not None:
+                self.labels.close()
             if self.scratch is not None:
                 self.scratch.close()
 
@@ -163,7 +185,8 @@ class TwoPasses:
                       second_pass=resume.get("second_pass"),
                       thresholds={k: v for k, v in resume.get("thresholds", {}).items()},
                       map_sizes={k: tuple(v) for k, v in resume.get("map_sizes", {}).items()},
-                      store_lengths=dict(resume.get("store_lengths", {})))
+                      store_lengths=dict(resume.get("store_lengths", {})),
+                      edges=dict(resume.get("edges", {})))
 
     # -- kept maps ---------------------------------------------------------------------------
 
@@ -188,8 +211,14 @@ class TwoPasses:
             self.scratch = ScratchDir(self.options.cache_dir)
             directory = self.scratch.path
         self.store = MapStore(directory, self.todo, budget)
+        if not self.stage.labels_from_stream:
+            self.labels = LabelStore(directory)
         if self._store_persistent and self.cursor.store_lengths:
-            self.store.reopen(self.cursor.store_lengths)
+            lengths = dict(self.cursor.store_lengths)
+            label_length = lengths.pop(LABELS_KEY, 0)
+            self.store.reopen(lengths)
+            if self.labels is not None:
+                self.labels.reopen(label_length)
 
     def _decide_second_pass(self, maps: Dict[str, torch.Tensor]) -> None:
         """'cache' when the worst case of kept maps fits in half the free disk, else 'forward'."""
@@ -216,17 +245,24 @@ class TwoPasses:
             consumers[layer].append(KeepMaps(lambda: self.store, layer, stats[layer]))
         title = "pass 1/2: forward, thresholds" if self.todo else "single pass: forward, tally"
         batches = self.stream.batches(mine, image=True, labels=bool(self.given))
-        with self.runner.capturing(self.layers) as run:
-            def maps_for(batch: ProbeBatch) -> Dict[str, torch.Tensor]:
-                maps = run(batch)
-                if self.cursor.second_pass is None:
-                    self._decide_second_pass(maps)
-                return maps
 
-            self._drive(1, title, stats, batches, mine, maps_for, consumers)
+        def keep_labels(batch: ProbeBatch) -> None:
+            if self.labels is not None:
+                self.labels.append(batch)
+
+        with self.stage.capturing(self.layers, on_labels=keep_labels) as run:
+            def step(batch: ProbeBatch):
+                if self.cursor.second_pass is None:
+                    maps, labelled = run(batch)
+                    self._decide_second_pass(maps)
+                    keep_labels(labelled)  # the store did not exist yet for this batch
+                    return maps, labelled
+                return run(batch)
+
+            self._drive(1, title, stats, batches, mine, step, consumers)
 
     def _drive(self, phase: int, title: str, stats: PassStats, batches, mine: List[int],
-               maps_for, consumers) -> None:
+               step, consumers) -> None:
         """Run a pass's steps, with progress and checkpoints after each."""
         share = self.grid.images_in(self.grid.todo(()))
         done_images = share - self.grid.images_in(mine)
@@ -243,7 +279,7 @@ class TwoPasses:
                 self._checkpoint(phase, stats, finished)
 
         self.timer.reset()
-        drive(batches, self.grid.steps(self.cursor.done), maps_for, consumers, after_step)
+        drive(batches, self.grid.steps(self.cursor.done), step, consumers, after_step)
 
     def _finish_pass1(self, stats: PassStats) -> PassStats:
         """Merge every rank's pass-1 state on every rank; thresholds; a phase-2 checkpoint."""
@@ -251,10 +287,14 @@ class TwoPasses:
         thresholds = dict(self.given)
         for layer in self.todo:
             thresholds[layer] = merged.part(layer, "tail").quantile(self.options.quantile)
-        for layer in self.layers:  # the tails are not needed any more
+            if self.best_iou:
+                sample = merged.part(layer, "sample")
+                self.cursor.edges[layer] = sample.edges(thresholds[layer].cpu())
+        for layer in self.layers:  # the tails and samples are not needed any more
             parts = merged[layer].parts
             if parts is not None:
                 parts.pop("tail", None)
+                parts.pop("sample", None)
         self.cursor.thresholds = {l: t.to("cpu") for l, t in thresholds.items()}
         self.cursor.phase, self.cursor.done = 2, []
         self._final1 = merged
@@ -266,24 +306,34 @@ class TwoPasses:
     def _pass2(self, stats: PassStats) -> None:
         done = set(self.cursor.done)
         mine = self.grid.todo(done)
-        store = self.store
-        cached = [b for b in mine if store is not None and
-                  all(store.holds(l, self.grid.indices(b)) for l in self.todo)]
-        rest = [b for b in mine if b not in set(cached)]
-        batches = itertools.chain(self.stream.batches(cached, image=False),
+        store, labels = self.store, self.labels
+        from_stream = self.stage.labels_from_stream
+
+        def kept(b: int) -> bool:
+            idx = self.grid.indices(b)
+            return store is not None and all(store.holds(l, idx) for l in self.todo) and (
+                from_stream or (labels is not None and labels.holds(idx)))
+
+        cached = [b for b in mine if kept(b)]
+        cached_set = set(cached)
+        rest = [b for b in mine if b not in cached_set]
+        batches = itertools.chain(self.stream.batches(cached, image=False, labels=from_stream),
                                   self.stream.batches(rest, image=True))
         fills = {l: below_threshold_fill(self.cursor.thresholds[l]).to(self.device)
                  for l in self.todo}
         title = "pass 2/2: tally (kept maps)" if cached else "pass 2/2: forward, tally"
-        with self.runner.capturing(self.todo) as run:
-            def maps_for(batch: ProbeBatch) -> Dict[str, torch.Tensor]:
-                if batch.images.shape[1] > 0:
+        with self.stage.capturing(self.todo) as run:
+            def step(batch: ProbeBatch):
+                if self.grid.batch_of(int(batch.indices[0])) not in cached_set:
                     return run(batch)
-                return {l: store.dense(l, batch.indices, fills[l].numel(),
+                if not from_stream:
+                    batch = labels.get(batch.indices, batch.images, self.device)
+                maps = {l: store.dense(l, batch.indices, fills[l].numel(),
                                        self.cursor.map_sizes[l], fills[l], self.device)
                         for l in self.todo}
+                return maps, batch
 
-            self._drive(2, title, stats, batches, mine, maps_for,
+            self._drive(2, title, stats, batches, mine, step,
                         {l: [stats[l]] for l in self.todo})
 
     # -- merging and checkpoints -------------------------------------------------------------
@@ -304,7 +354,11 @@ class TwoPasses:
             return
         states = self.dist.gather(stats.state_dict())
         dones = self.dist.gather(list(finished))
-        lengths = self.store.sync() if self.store is not None and self._store_persistent else {}
+        lengths = {}
+        if self._store_persistent and self.store is not None:
+            lengths = self.store.sync()
+            if self.labels is not None:
+                lengths[LABELS_KEY] = self.labels.sync()
         self.timer.reset()
         if states is None or self.run_dir is None:
             return
@@ -319,6 +373,7 @@ class TwoPasses:
                  "elapsed_s": self.previous_s + time.time() - self.started}
         if phase == 2:
             state["thresholds"] = self.cursor.thresholds
+            state["edges"] = self.cursor.edges
             state["pass1"] = self._final1.state_dict()  # top-k images, given layers' counts
         checkpoint.save(self.run_dir, state, {
             "phase": phase, "passes": 2 if self.todo else 1,
@@ -336,6 +391,11 @@ class TwoPasses:
             if part is None:
                 raise NdcoreError(f"layer {layer!r}: no counts (no probe image was tallied)")
             counts[layer] = part.state_dict()
+            hist = source.part(layer, "hist") if layer not in self.given else None
+            if hist is not None:
+                state = hist.state_dict()
+                counts[layer]["hist_edges"] = state["edges"].numpy()
+                counts[layer]["hist"] = state["hist"].numpy()
         topk = {l: final1.part(l, "topk").state_dict() for l in self.layers}
         return PassResults(self.cursor.thresholds, topk, counts,
                            self.cursor.second_pass or "none")

@@ -22,7 +22,6 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..capture import resolve_layers
 from ..data.labelspace import LabelSpace
 from ..data.probe import ProbeItem, ProbeSource
 from ..errors import DatasetError, NdcoreError
@@ -31,11 +30,12 @@ from ..ops import extension_info
 from ..progress import progress_bar
 from ..results import DissectionResult, LayerResult, layer_dir, save_layer_counts
 from . import checkpoint, distributed
-from .forward import ModelRunner
+from .forward import ModelRunner, decide_layouts
 from .options import DissectOptions
 from .passes import PassResults, TwoPasses
 from .rundir import RunDirectory, fingerprint_hash
 from .scratch import remove_stale
+from .stage import DatasetStage, Stage
 from .stream import BatchGrid, ItemCheck, ProbeStream
 
 
@@ -61,8 +61,13 @@ class Dissection:
         unknown = [l for l in options.thresholds if l not in self.layers]
         if unknown:
             raise NdcoreError(f"--thresholds names layer {unknown[0]!r}, which is not in --layers")
-        resolve_layers(model.module, self.layers)  # validates the names now, before any work
+        # Checks the layer names and --layout, and decides every layer's layout (nchw, nhwc,
+        # tokens, vector) on probe image 0, before any work or file: {layer: layout}.
+        self.layouts = self._decide_layouts()
         self.labelspace = LabelSpace(self.vocab)
+
+    def _decide_layouts(self) -> Dict:
+        return decide_layouts(self.model, self.layers, self.options.layouts, self.source)
 
     def config(self) -> Dict:
         opts = asdict(self.options)
@@ -95,6 +100,18 @@ class Dissection:
             given[layer] = torch.as_tensor(np.asarray(values, dtype=np.float32).reshape(-1))
         return given
 
+    # -- the stages (a generator run overrides these) ----------------------------------------
+
+    def _stage(self, device: torch.device) -> Stage:
+        return DatasetStage(ModelRunner(
+            self.model, device, self.options.precision, layouts=self.options.layouts,
+            compile=self.options.compile, channels_last=self.options.channels_last,
+            images=len(self.source), quantile=self.options.quantile))
+
+    def _stream(self, grid: BatchGrid, device: torch.device):
+        return ProbeStream(self.source, self.labelspace, grid, device, self.options.workers,
+                           self.item_check)
+
     # -- the run -----------------------------------------------------------------------------
 
     def run(self) -> Optional[DissectionResult]:
@@ -116,13 +133,11 @@ class Dissection:
                                     self.options.batch_size)
         started = time.time()
         grid = BatchGrid(len(self.source), batch_size, dist.rank, dist.world)
-        stream = ProbeStream(self.source, self.labelspace, grid, device, self.options.workers,
-                             self.item_check)
         given = {k: v.to(device) for k, v in self._given_thresholds().items()}
         keeps_checkpoints = writer and self.options.checkpoint_every > 0
         with progress_bar(not self.quiet and dist.is_writer) as bar:
             passes = TwoPasses(
-                runner=ModelRunner(self.model, device, self.options.precision), stream=stream,
+                stage=self._stage(device), stream=self._stream(grid, device),
                 layers=self.layers, given=given, options=self.options,
                 labelspace=self.labelspace, dist=dist, device=device,
                 run_dir=self.out if keeps_checkpoints else None,
@@ -148,7 +163,8 @@ class Dissection:
                       "maps": top["maps"].float().numpy().astype(np.float16)}
             layers[name] = LayerResult(name, self.vocab, results.counts[name],
                                        results.thresholds[name].numpy(), self.options.union,
-                                       self.options.cutoff, self.vocab, top_np)
+                                       self.options.cutoff, self.vocab, top_np,
+                                       self.options.threshold)
         return DissectionResult(layers, self.vocab, config, self.out)
 
     def _write(self, result: DissectionResult, results: PassResults, run_dir: RunDirectory,
@@ -157,6 +173,9 @@ class Dissection:
         for name, lr in result.layers.items():
             save_layer_counts(layer_dir(self.out, name), lr.counts, lr.thresholds, lr.topk)
         self._write_image_list()
+        from ..report.thumbnails import write_thumbnails  # images without a file, for reports
+
+        write_thumbnails(self.out, self.source, result, kept_images(results.topk))
         result.write_labels(self.out)
         run_dir.write_config(config, complete=True)
         checkpoint.remove(self.out)
@@ -166,6 +185,19 @@ class Dissection:
         paths = [self.source.image_path(i) for i in range(len(self.source))]
         with open(self.out / "images.json", "w") as f:
             json.dump(paths, f)
+
+
+def kept_images(topk: Dict[str, Dict]) -> Dict[int, np.ndarray]:
+    """Probe index -> uint8 [H, W, 3] of the images the top-k statistics kept (generators)."""
+    out: Dict[int, np.ndarray] = {}
+    for top in topk.values():
+        if top.get("images") is None:
+            continue
+        flat = top["images"].reshape(-1, *top["images"].shape[2:])
+        for index, image in zip(top["indices"].reshape(-1).tolist(), flat):
+            if index not in out:
+                out[index] = image.permute(1, 2, 0).numpy()
+    return out
 
 
 def state_sha256(model: ModelAdapter) -> str:

@@ -70,6 +70,10 @@ class TopTail:
         if values.shape[0] != self.num_units:
             raise ValueError(f"TopTail: expected {self.num_units} units, got {values.shape[0]}")
         self.count += values.shape[1]
+        if self._tail.shape[1] < self.keep and values.shape[1] > self.keep:
+            # No floor yet (every value would be a candidate): only a batch's own top ``keep``
+            # values per unit can be among the stream's.
+            values = values.topk(self.keep, dim=1, sorted=False).values
         above = values > self.floor[:, None]
         units, _ = above.nonzero(as_tuple=True)
         if units.numel() == 0:

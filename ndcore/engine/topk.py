@@ -24,16 +24,33 @@ def _top_by_value_then_index(values: torch.Tensor, indices: torch.Tensor, k: int
     return by_index.gather(1, by_value)[:, :k]
 
 
-class TopKImages:
-    """Per unit, the k images with the largest maximum activation, with their maps (float16)."""
+MAX_IMAGE_SIDE = 128  # kept images are shrunk to this (they only feed report strips)
 
-    def __init__(self, num_units: int, k: int) -> None:
+
+def _small(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [N, 3, H, W] -> at most MAX_IMAGE_SIDE on the long side, on the CPU."""
+    h, w = images.shape[-2:]
+    if max(h, w) > MAX_IMAGE_SIDE:
+        scale = MAX_IMAGE_SIDE / max(h, w)
+        images = torch.nn.functional.interpolate(
+            images.float(), size=(max(1, round(h * scale)), max(1, round(w * scale))),
+            mode="area").round().clamp(0, 255).to(torch.uint8)
+    return images.to("cpu")
+
+
+class TopKImages:
+    """Per unit, the k images with the largest maximum activation, with their maps (float16)
+    and, with ``keep_images`` (images that exist nowhere else: a generator's samples), the
+    images themselves (uint8, small)."""
+
+    def __init__(self, num_units: int, k: int, keep_images: bool = False) -> None:
         if k < 1:
             raise ValueError("TopKImages: k must be >= 1")
-        self.num_units, self.k = num_units, k
+        self.num_units, self.k, self.keep_images = num_units, k, keep_images
         self.values = torch.full((num_units, 0), -math.inf)
         self.indices = torch.zeros((num_units, 0), dtype=torch.int64)
         self.maps: Optional[torch.Tensor] = None  # float16 [U, k', h, w]
+        self.images: Optional[torch.Tensor] = None  # uint8 [U, k', 3, H, W] (keep_images)
 
     def add(self, maps: torch.Tensor, batch: ProbeBatch) -> None:
         maps = maps.detach()
@@ -53,10 +70,18 @@ class TopKImages:
         new = ~old  # copy only the maps that enter, not the whole batch
         rows = (pos[new] - old_width).to(maps.device)
         kept[new] = maps[rows, units[new].to(maps.device)].to("cpu", torch.float16)
+        if self.keep_images:
+            small = _small(batch.images)
+            images = torch.empty(*pos.shape, *small.shape[1:], dtype=torch.uint8)
+            if bool(old.any()):
+                images[old] = self.images[units[old], pos[old]]
+            images[new] = small[(pos[new] - old_width)]
+            self.images = images
         self.values, self.indices, self.maps = values.gather(1, pos), indices.gather(1, pos), kept
 
     def merge(self, other: "TopKImages") -> None:
-        check_mergeable(self, other, num_units=self.num_units, k=self.k)
+        check_mergeable(self, other, num_units=self.num_units, k=self.k,
+                        keep_images=self.keep_images)
         if other.maps is None:
             return
         values = torch.cat([self.values, other.values], 1)
@@ -64,16 +89,26 @@ class TopKImages:
         maps = other.maps if self.maps is None else torch.cat([self.maps, other.maps], 1)
         pos = _top_by_value_then_index(values, indices, self.k)
         self.values, self.indices = values.gather(1, pos), indices.gather(1, pos)
-        self.maps = maps.gather(1, pos[:, :, None, None].expand(-1, -1, *maps.shape[2:]))
+        self.maps = _gather(maps, pos)
+        if self.keep_images:
+            images = other.images if self.images is None else \
+                torch.cat([self.images, other.images], 1)
+            self.images = _gather(images, pos)
 
     def state_dict(self) -> Dict:
-        return {"k": self.k, "num_units": self.num_units, "values": self.values.contiguous(),
-                "indices": self.indices.contiguous(),
-                "maps": None if self.maps is None else self.maps.contiguous()}
+        return {"k": self.k, "num_units": self.num_units, "keep_images": self.keep_images,
+                "values": self.values.contiguous(), "indices": self.indices.contiguous(),
+                "maps": None if self.maps is None else self.maps.contiguous(),
+                "images": None if self.images is None else self.images.contiguous()}
 
     def load_state_dict(self, state: Dict) -> None:
         self.k, self.num_units = int(state["k"]), int(state["num_units"])
-        maps = state["maps"]
-        self.values = torch.as_tensor(state["values"]).clone()
-        self.indices = torch.as_tensor(state["indices"]).clone()
-        self.maps = None if maps is None else torch.as_tensor(maps).clone()
+        self.keep_images = bool(state.get("keep_images", False))
+        own = lambda x: None if x is None else torch.as_tensor(x).clone()  # noqa: E731
+        self.values, self.indices = own(state["values"]), own(state["indices"])
+        self.maps, self.images = own(state["maps"]), own(state.get("images"))
+
+
+def _gather(t: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """t [U, n, ...] -> t[u, pos[u, j], ...] as [U, k, ...]."""
+    return t.gather(1, pos.view(*pos.shape, *([1] * (t.dim() - 2))).expand(-1, -1, *t.shape[2:]))

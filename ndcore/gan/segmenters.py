@@ -38,6 +38,15 @@ class Segmenter:
         raise NotImplementedError
 
 
+def check_segmenter(segmenter) -> Optional[str]:
+    """A segmenter factory's result must be a Segmenter with a vocabulary (plugin checks)."""
+    if not isinstance(segmenter, Segmenter):
+        return f"returned {type(segmenter).__name__}, not a ndcore.plugin_api.Segmenter"
+    if not isinstance(getattr(segmenter, "vocabulary", None), Vocabulary):
+        return "returned a Segmenter without a Vocabulary in .vocabulary"
+    return None
+
+
 def single_category_vocabulary(category: str, names: Sequence[str]) -> Vocabulary:
     """A vocabulary whose labels 1..n are ``names``, all in one category."""
     n = len(names) + 1

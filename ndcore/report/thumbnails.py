@@ -52,8 +52,10 @@ def top_indices(result) -> List[int]:
     return sorted(found)
 
 
-def write_thumbnails(run_dir, source, result, height: int = HEIGHT) -> Dict[str, int]:
-    """Save the file-less top-k images of ``result`` from ``source``; returns counts.
+def write_thumbnails(run_dir, source, result, kept: Optional[Dict[int, np.ndarray]] = None,
+                     height: int = HEIGHT) -> Dict[str, int]:
+    """Save the file-less top-k images of ``result`` (from ``kept``, images the run already
+    holds, else from ``source``); returns counts.
 
     One warning line (not one per image) when some cannot be read; the report then draws
     those as grey masks and says how many.
@@ -63,6 +65,15 @@ def write_thumbnails(run_dir, source, result, height: int = HEIGHT) -> Dict[str,
     path_of = getattr(source, "image_path", None) or (lambda index: None)
     load = getattr(source, "load_image", None) or (lambda index: source[index].image)
     wanted = [i for i in top_indices(result) if not path_of(i)]
+    kept = kept or {}
+    missing = [i for i in wanted if i not in kept]
+    # Sources that make their images (a generator) may make many at once: far faster.
+    many = getattr(source, "load_images", None)
+    if many is not None and missing:
+        kept = dict(kept, **dict(zip(missing, many(missing))))
+    if kept:
+        fallback = load
+        load = lambda index: kept[index] if index in kept else fallback(index)  # noqa: E731
     counts = {"kept": 0, "failed": 0}
     if not wanted:
         return counts

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from torch import nn
 
-from ndcore import hookimpl
-from ndcore.errors import PluginError
-from ndcore.models import ModelAdapter, ModelRequest, apply_weights
+from ndcore.errors import TRACEBACK_HINT, one_line
+from ndcore.plugin_api import (ModelAdapter, ModelRequest, NdcoreError, PluginError,
+                               apply_weights, hookimpl)
 
 
 def _import(source: str):
@@ -40,11 +40,18 @@ def build(target: str, request: ModelRequest) -> ModelAdapter:
     except PluginError:
         raise
     except Exception as e:
-        raise PluginError(f"python model: cannot import {source}: {type(e).__name__}: {e}") from None
+        raise PluginError(f"python model: cannot import {source}: {one_line(e)} "
+                          f"({TRACEBACK_HINT})") from e
     factory = getattr(module, factory_name, None)
     if factory is None or not callable(factory):
         raise PluginError(f"python model: {source} has no callable {factory_name!r}")
-    built = factory()
+    try:
+        built = factory()
+    except NdcoreError:
+        raise
+    except Exception as e:
+        raise PluginError(f"python model: {source}:{factory_name}() raised {one_line(e)} "
+                          f"({TRACEBACK_HINT})") from e
     spec = f"python:{target}"
     if isinstance(built, ModelAdapter):
         adapter = built

@@ -1,4 +1,9 @@
-"""``torchvision:<name>``: any torchvision classification model, weights from a local file."""
+"""``torchvision:<name>``: any torchvision classification model, weights from a local file.
+
+Layer layouts need no declaration here: Swin, ConvNeXt, ViT and MaxViT are recognised from
+their modules by ``ndcore.capture.recognize`` (so a ``python:`` factory that builds one gets
+the same layouts).
+"""
 
 from ndcore import hookimpl
 from ndcore.errors import PluginError, suggest

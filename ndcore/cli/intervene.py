@@ -1,0 +1,76 @@
+"""``ndcore intervene``: edit a dissected generator's units and measure the causal effect."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.table import Table
+
+from ..errors import NdcoreError
+from .args import parse_ints
+from .console import console
+
+
+def cmd_intervene(args: argparse.Namespace) -> int:
+    from ..gan.api import intervene
+
+    region = parse_ints(args.region, "--region")
+    if region is not None and len(region) != 4:
+        raise NdcoreError(f"--region {args.region!r}: expected X0,Y0,X1,Y1 (image pixels)")
+    if args.insert not in (None, "default"):
+        try:
+            insert = float(args.insert)
+        except ValueError:
+            raise NdcoreError(f"--insert {args.insert!r}: expected a number") from None
+    else:
+        insert = True if args.insert == "default" else None
+    out = Path(args.out) if args.out else Path(args.run) / "interventions" / (args.layer or "last")
+    result = intervene(
+        args.run, args.layer, parse_ints(args.units, "--units"), ablate=args.ablate,
+        insert=insert, region=tuple(region) if region else None, samples=args.samples,
+        seed=args.seed, concept=args.concept,
+        top=parse_ints(args.top, "--top") if args.concept else None, out=out,
+        device=args.device, batch_size=args.batch_size)
+    if args.concept is not None:
+        table = Table(title=f"Removing {args.concept!r}: its top units of {result['layer']} "
+                            f"ablated ({args.samples} samples)")
+        for col in ("units ablated", "units", "share of pixels", "remaining"):
+            table.add_column(col, justify="right")
+        table.add_row("0", "-", f"{result['before']:.4f}", "100%")
+        for p in result["points"]:
+            left = "-" if p["remaining"] is None else f"{100 * p['remaining']:.0f}%"
+            table.add_row(str(p["k"]), ",".join(map(str, p["units"])), f"{p['fraction']:.4f}",
+                          left)
+        console.print(table)
+        console.print(f"removal curve written to [bold]{out}[/bold] (removal.json, removal.svg)")
+        return 0
+    edit = result["edit"]
+    table = Table(title=f"{edit['mode'].capitalize()} units {edit['units']} of {edit['layer']}: "
+                        f"share of pixels per concept ({args.samples} samples)")
+    for col in ("concept", "before", "after", "effect"):
+        table.add_column(col, justify="left" if col == "concept" else "right")
+    for label, e in sorted(result["concepts"].items(), key=lambda kv: kv[1]["effect"]):
+        table.add_row(label, f"{e['before']:.4f}", f"{e['after']:.4f}", f"{e['effect']:+.4f}")
+    console.print(table)
+    console.print(f"effects.json and before/after grids written to [bold]{out}[/bold]")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("intervene", help="ablate or insert a generator's units; measure the effect")
+    p.add_argument("run", help="a generator run written by `ndcore dissect --segmenter ...`")
+    p.add_argument("--layer", help="layer to edit (default: the run's last layer)")
+    p.add_argument("--units", help="comma-separated units, 0-based as in the summary and report")
+    p.add_argument("--concept", help="with --top: ablate the units with the best IoU for it")
+    p.add_argument("--top", help="with --concept: how many top units to ablate (default 1,2,4,8)")
+    p.add_argument("--ablate", action="store_true", help="set the units to 0")
+    p.add_argument("--insert", nargs="?", const="default", metavar="VALUE",
+                   help="set the units to VALUE (default: each unit's threshold)")
+    p.add_argument("--region", help="X0,Y0,X1,Y1: edit only there (generated image pixels)")
+    p.add_argument("--samples", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", help="output folder (default RUN/interventions/LAYER)")
+    p.set_defaults(func=cmd_intervene)
