@@ -41,8 +41,9 @@ def make_batches(n_images, seed):
         planes = rng.integers(0, 4, size=(len(idx), 2, SH, SW))
         labels = np.stack([ls.encode_planes(p, [0, 1]) for p in planes])
         img = [ls.encode_image_labels([4], [2]) if i % 2 else [0] for i in idx]
+        images = torch.stack([torch.full((3, 4, 4), i % 256, dtype=torch.uint8) for i in idx])
         batches.append(ProbeBatch(
-            torch.tensor(idx), torch.zeros(len(idx), 0, 0, 0, dtype=torch.uint8),
+            torch.tensor(idx), images,
             torch.from_numpy(labels), torch.tensor(img, dtype=torch.int64),
             torch.from_numpy(rng.random((len(idx), 3)) < 0.7)))
     return batches, ls
@@ -52,12 +53,12 @@ def make_stats(ls, n_images, thresholds):
     keep = tail_size(n_images * H * W, 0.05)
 
     def make(layer, maps, batch):
-        return {"tail": TopTail(UNITS, keep), "topk": TopKImages(UNITS, 4),
+        return {"tail": TopTail(UNITS, keep), "topk": TopKImages(UNITS, 4, keep_images=True),
                 "counts": TallyCounts(thresholds, ls)}
 
     def from_state(name, state):
         acc = {"tail": lambda: TopTail(state["num_units"], state["keep"]),
-               "topk": lambda: TopKImages(state["num_units"], state["k"]),
+               "topk": lambda: TopKImages(state["num_units"], state["k"], True),
                "counts": lambda: TallyCounts(torch.as_tensor(state["thresholds"]), ls)}[name]()
         acc.load_state_dict(state)
         return acc
@@ -76,7 +77,9 @@ def assert_same_state(a, b):
     for part in a:
         for key in a[part]:
             x, y = a[part][key], b[part][key]
-            if isinstance(x, torch.Tensor):
+            if x is None or y is None:
+                assert x is None and y is None, (part, key)
+            elif isinstance(x, torch.Tensor):
                 assert x.dtype == y.dtype and torch.equal(x, y), (part, key)
             elif isinstance(x, np.ndarray):
                 assert x.dtype == y.dtype and np.array_equal(x, y), (part, key)
@@ -110,6 +113,10 @@ def test_sharded_merge_is_bit_identical(seed):
             shards.append(stats.state_dict())
         if n_shards == 5:
             assert any(s["L"] is None for s in shards), "premise: an empty shard"
+        kept = reference["topk"]["image_indices"].tolist()
+        assert kept == sorted(set(reference["topk"]["indices"].reshape(-1).tolist()))
+        assert all(int(reference["topk"]["images"][j, 0, 0, 0]) == i % 256
+                   for j, i in enumerate(kept))
         for order in itertools.islice(itertools.permutations(range(n_shards)), 6):
             merged = new_stats()
             merged.merge_states([shards[i] for i in order])

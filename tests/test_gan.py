@@ -172,3 +172,25 @@ def test_segmenter_labels_outside_its_vocabulary_are_refused(tmp_path):
                                  batch_size=8)
     config = json.loads((tmp_path / "x" / "config.json").read_text())
     assert config["complete"] is False  # nothing half-written: the run is marked unfinished
+
+
+def test_report_of_a_generator_run_has_curves_strips_and_interventions(tmp_path):
+    from ndcore.report import write_report
+
+    out = tmp_path / "run"
+    ndcore.dissect_generator(PLANTED, ["units"], "colors", out, samples=120, seed=1,
+                             threshold="best-iou", batch_size=60)
+    ndcore.intervene(out, "units", [0], ablate=True, samples=20,
+                     out=out / "interventions" / "ablate-red")
+    ndcore.intervene(out, "units", concept="green", top=[1], ablate=True, samples=20,
+                     out=out / "interventions" / "remove-green")
+    index = write_report(out, progress=False)
+    page = (index.parent / "units.html").read_text()
+    for name in NAMES:  # an IoU-vs-threshold curve per unit, for its concept
+        assert f"IoU with {name} against the threshold" in page
+    assert len(list((index.parent / "units").glob("unit*.jpg"))) == 4  # strips of samples
+    assert len(list((out / "thumbnails").glob("*.jpg"))) > 0  # kept in pass 1, not regenerated
+    text = index.read_text()
+    assert "Interventions" in text and "Removing green from units" in text
+    assert "../interventions/ablate-red/before.png" in text
+    assert "http://" not in text  # self-contained: no external reference

@@ -23,6 +23,7 @@ Modules that these rules leave out are decided from their outputs (4-D: NCHW, 2-
 
 from __future__ import annotations
 
+import sys
 from typing import Callable, Dict, List, Tuple, Type
 
 from torch import nn
@@ -131,6 +132,10 @@ def _maxvit(prefix: str, model: nn.Module, out: Dict[str, Declaration]) -> None:
 
 
 def _rules() -> List[Tuple[Type[nn.Module], Callable]]:
+    # A model built from torchvision's classes has imported torchvision already; importing it
+    # only to find that a model uses none of them would cost seconds (e.g. for a GAN).
+    if "torchvision" not in sys.modules:
+        return []
     try:
         from torchvision.models.convnext import ConvNeXt
         from torchvision.models.maxvit import MaxVit

@@ -164,7 +164,8 @@ def finite_maps(name: str, maps: torch.Tensor, batch: ProbeBatch) -> torch.Tenso
     """float32 contiguous maps (a copy only if they are not already); refuses NaN / Inf with
     one clear line."""
     maps = maps.detach().to(dtype=torch.float32, memory_format=torch.contiguous_format)
-    if not bool(torch.isfinite(maps).all()):
+    # One reduction, in which NaN and +-inf propagate, rather than a mask of the whole batch.
+    if maps.numel() and not bool(torch.isfinite(torch.stack(torch.aminmax(maps))).all()):
         bad = (~torch.isfinite(maps)).flatten(2).any(2)
         units = sorted(set(bad.nonzero()[:, 1].tolist()))
         images = sorted(set(batch.indices[bad.any(1).to(batch.indices.device)].tolist()))

@@ -1,10 +1,13 @@
-"""Kept maps between the passes: only the unit maps that can still cross their threshold.
+"""Kept maps between the passes: only the map cells that can still cross their threshold.
 
 During pass 1 each unit's running tail floor (its keep-th largest value so far, a lower bound
-of its final threshold) is known. A map whose maximum is <= that floor can never produce a mask
-pixel, so only the other maps are kept (float32, exact); pass 2 reads them back instead of
-running the model again. Kept maps stay on the device (a GPU, or RAM) up to a byte budget and
-go to an append-only file per layer beyond it.
+of its final threshold) is known. A bilinear cell whose four corners are all <= that floor can
+never produce a mask pixel (the skip bound of tally_common.h), so only the values that are a
+corner of some other cell are kept - the 3x3 neighbourhood of every value above the floor -
+exactly, as float32; everything else reads back as a value far below the threshold. Large maps
+are mostly below their unit's top-0.5% floor, so this keeps a few percent of their values.
+Pass 2 reads them back instead of running the model again. Kept values stay on the device (a
+GPU, or RAM) up to a byte budget and go to an append-only file per layer beyond it.
 
 Everything is keyed and checked by probe index, never by batch number: pass 2 asks for the
 maps of a batch's probe indices, and gets None when the store does not hold exactly those
@@ -22,11 +25,12 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-MAGIC = 0x4E44_4D41_5053_0001  # "NDMAPS" v1
-HEADER = 5  # int64: magic, images, kept maps, h, w
+MAGIC = 0x4E44_4D41_5053_0002  # "NDMAPS" v2 (sparse)
+HEADER = 6  # int64: magic, images, kept maps, h, w, kept values
 
-# A record: (probe indices, rows, units, maps) in memory, or (file offset,) on disk.
-Record = Union[Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], Tuple[int]]
+# A record: (probe indices, rows, units, positions, values) in memory, or (file offset,) on
+# disk. ``positions`` index the kept maps' values flattened to [kept maps * h * w].
+Record = Union[Tuple[torch.Tensor, ...], Tuple[int]]
 
 
 class MapStore:
@@ -43,6 +47,7 @@ class MapStore:
         self.bytes_on_disk = 0
         self.maps_kept = 0
         self.maps_seen = 0
+        self.values_kept = 0
 
     def _path(self, layer: str) -> Path:
         return self.directory / f"layer{self.layers.index(layer)}.bin"
@@ -59,33 +64,39 @@ class MapStore:
 
     def append(self, layer: str, maps: torch.Tensor, indices: torch.Tensor,
                floor: torch.Tensor) -> None:
-        """Keep the maps of ``maps`` [B, U, h, w] (probe ``indices`` [B]) whose maximum exceeds
-        ``floor`` [U], less a margin: float32 interpolation can round a mix of values <= T to
-        just above T."""
+        """Keep what pass 2 needs of ``maps`` [B, U, h, w] (probe ``indices`` [B]): the values
+        around those above ``floor`` [U], less a margin (float32 interpolation can round a
+        mix of values <= T to just above T)."""
         floor = floor.to(maps.device)
         bound = floor - floor.abs() * 2.0 ** -16 - 1e-37
-        keep = maps.amax(dim=(2, 3)) > bound[None, :]
-        rows, units = keep.nonzero(as_tuple=True)
-        kept = maps[rows, units].float()
+        h, w = maps.shape[2:]
+        above = maps > bound[None, :, None, None]
+        rows, units = above.flatten(2).any(2).nonzero(as_tuple=True)
+        kept = maps[rows, units].float()  # [K, h, w]
+        # every corner of a cell that has a corner above the bound: a 3x3 dilation
+        needed = dilate3x3(above[rows, units])
+        positions = needed.reshape(-1).nonzero()[:, 0]
+        values = kept.reshape(-1)[positions]
         indices = indices.to("cpu", torch.int64)
-        nbytes = kept.numel() * 4 + rows.numel() * 16
+        nbytes = values.numel() * 8 + rows.numel() * 16
         if self.bytes_in_memory + nbytes <= self.memory_budget:
-            record: Record = (indices, rows, units, kept)
+            record: Record = (indices, rows, units, positions, values, h, w)
             self.bytes_in_memory += nbytes
         else:
-            record = (self._write(layer, indices, rows, units, kept),)
+            record = (self._write(layer, indices, rows, units, positions, values, h, w),)
         self._index[layer][int(indices[0])] = (record, indices)
         self.maps_kept += rows.numel()
         self.maps_seen += maps.shape[0] * maps.shape[1]
+        self.values_kept += values.numel()
 
-    def _write(self, layer: str, indices, rows, units, maps) -> int:
+    def _write(self, layer: str, indices, rows, units, positions, values, h, w) -> int:
         f = self._file(layer)
         offset = f.seek(0, os.SEEK_END)
-        h, w = maps.shape[1:] if maps.dim() == 3 else (0, 0)
-        header = np.asarray([MAGIC, indices.numel(), rows.numel(), h, w], dtype=np.int64)
+        header = np.asarray([MAGIC, indices.numel(), rows.numel(), h, w, values.numel()],
+                            dtype=np.int64)
         parts = [header, indices.numpy(),
                  torch.stack([rows, units]).to("cpu", torch.int32).numpy(),
-                 maps.to("cpu").numpy()]
+                 positions.to("cpu", torch.int64).numpy(), values.to("cpu").numpy()]
         for part in parts:
             f.write(part.tobytes())
         self.bytes_on_disk += sum(p.nbytes for p in parts)
@@ -111,25 +122,29 @@ class MapStore:
         h, w = map_size
         out = fill.to(device, torch.float32).view(1, -1, 1, 1).expand(
             indices.numel(), num_units, h, w).clone()
-        rows, units, maps = self._load(layer, record, device)
+        rows, units, positions, values, rh, rw = self._load(layer, record, device)
         if rows.numel():
-            if maps.shape[1:] != (h, w):
+            if (rh, rw) != (h, w):
                 return None
-            out[rows, units] = maps
+            kept = fill.to(device, torch.float32)[units][:, None].expand(-1, h * w).clone()
+            kept.view(-1)[positions] = values
+            out[rows, units] = kept.view(-1, h, w)
         return out
 
     def _load(self, layer: str, record: Record, device):
-        if len(record) == 4:
-            _, rows, units, maps = record
-            return rows.to(device), units.to(device), maps.to(device)
+        if len(record) > 1:
+            _, rows, units, positions, values, h, w = record
+            return rows.to(device), units.to(device), positions.to(device), values.to(device), h, w
         f = self._file(layer)
         f.seek(record[0])
-        _, n_img, n, h, w = np.frombuffer(f.read(8 * HEADER), dtype=np.int64)
-        f.seek(8 * int(n_img), os.SEEK_CUR)
-        header = np.frombuffer(f.read(8 * int(n)), dtype=np.int32).reshape(2, -1).astype(np.int64)
-        maps = np.frombuffer(f.read(4 * int(n * h * w)), dtype=np.float32).reshape(-1, h, w)
-        return (torch.from_numpy(header[0]).to(device), torch.from_numpy(header[1]).to(device),
-                torch.from_numpy(maps.copy()).to(device))
+        _, n_img, n, h, w, nv = (int(x) for x in np.frombuffer(f.read(8 * HEADER), np.int64))
+        f.seek(8 * n_img, os.SEEK_CUR)
+        header = np.frombuffer(f.read(8 * n), dtype=np.int32).reshape(2, -1).astype(np.int64)
+        positions = np.frombuffer(f.read(8 * nv), dtype=np.int64)
+        values = np.frombuffer(f.read(4 * nv), dtype=np.float32)
+        as_tensor = lambda a: torch.from_numpy(a.copy()).to(device)  # noqa: E731
+        return (as_tensor(header[0]), as_tensor(header[1]), as_tensor(positions),
+                as_tensor(values), h, w)
 
     # -- checkpoints -------------------------------------------------------------------------
 
@@ -160,14 +175,15 @@ class MapStore:
                 head = np.frombuffer(f.read(8 * HEADER), dtype=np.int64)
                 if head.shape[0] != HEADER or head[0] != MAGIC:
                     raise ValueError(f"{path}: not a kept-map file (offset {offset})")
-                _, n_img, n, h, w = (int(x) for x in head)
+                _, n_img, n, h, w, nv = (int(x) for x in head)
                 indices = torch.from_numpy(np.frombuffer(f.read(8 * n_img), dtype=np.int64).copy())
                 self._index[layer][int(indices[0])] = ((offset,), indices)
-                offset += 8 * (HEADER + n_img) + 8 * n + 4 * n * h * w
+                offset += 8 * (HEADER + n_img) + 8 * n + 12 * nv
             self.bytes_on_disk += length
 
     def stats(self) -> Dict[str, int]:
         return {"maps_kept": self.maps_kept, "maps_seen": self.maps_seen,
+                "values_kept": self.values_kept,
                 "bytes_in_memory": self.bytes_in_memory, "bytes_on_disk": self.bytes_on_disk}
 
     def close(self) -> None:
@@ -176,6 +192,17 @@ class MapStore:
         self._files = {}
         self._index = {l: {} for l in self.layers}
         self.bytes_in_memory = 0
+
+
+def dilate3x3(mask: torch.Tensor) -> torch.Tensor:
+    """bool [K, h, w] -> True where any of the 3x3 neighbourhood is (separable ORs)."""
+    out = mask.clone()
+    out[:, 1:] |= mask[:, :-1]
+    out[:, :-1] |= mask[:, 1:]
+    rows = out.clone()
+    out[:, :, 1:] |= rows[:, :, :-1]
+    out[:, :, :-1] |= rows[:, :, 1:]
+    return out
 
 
 def default_memory_budget(device: torch.device) -> int:

@@ -81,6 +81,8 @@ class Dissection:
                       "preprocess": self.model.preprocess.to_json(),
                       "description": self.model.description},
             "layers": self.layers,
+            # how each layer's output became [B, C, h, w] maps (nchw, nhwc, tokens, vector)
+            "layouts": {l: str(layout) for l, layout in self.layouts.items()},
             "dataset": {"spec": self.source.info.spec, "kind": self.source.info.kind,
                         "root": self.source.info.root, "images": len(self.source),
                         "categories": list(self.vocab.categories)},
@@ -193,10 +195,8 @@ def kept_images(topk: Dict[str, Dict]) -> Dict[int, np.ndarray]:
     for top in topk.values():
         if top.get("images") is None:
             continue
-        flat = top["images"].reshape(-1, *top["images"].shape[2:])
-        for index, image in zip(top["indices"].reshape(-1).tolist(), flat):
-            if index not in out:
-                out[index] = image.permute(1, 2, 0).numpy()
+        for index, image in zip(top["image_indices"].tolist(), top["images"]):
+            out.setdefault(index, image.permute(1, 2, 0).numpy())
     return out
 
 

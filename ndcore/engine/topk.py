@@ -50,7 +50,8 @@ class TopKImages:
         self.values = torch.full((num_units, 0), -math.inf)
         self.indices = torch.zeros((num_units, 0), dtype=torch.int64)
         self.maps: Optional[torch.Tensor] = None  # float16 [U, k', h, w]
-        self.images: Optional[torch.Tensor] = None  # uint8 [U, k', 3, H, W] (keep_images)
+        # keep_images: probe index -> uint8 [3, H, W], for the indices some unit shows
+        self.images: Dict[int, torch.Tensor] = {}
 
     def add(self, maps: torch.Tensor, batch: ProbeBatch) -> None:
         maps = maps.detach()
@@ -70,14 +71,20 @@ class TopKImages:
         new = ~old  # copy only the maps that enter, not the whole batch
         rows = (pos[new] - old_width).to(maps.device)
         kept[new] = maps[rows, units[new].to(maps.device)].to("cpu", torch.float16)
-        if self.keep_images:
-            small = _small(batch.images)
-            images = torch.empty(*pos.shape, *small.shape[1:], dtype=torch.uint8)
-            if bool(old.any()):
-                images[old] = self.images[units[old], pos[old]]
-            images[new] = small[(pos[new] - old_width)]
-            self.images = images
         self.values, self.indices, self.maps = values.gather(1, pos), indices.gather(1, pos), kept
+        if self.keep_images:
+            entering = set(batch_ids[0, (pos[new] - old_width).cpu()].tolist())
+            entering -= set(self.images)
+            if entering:
+                rows = [i for i, index in enumerate(batch.indices.tolist()) if index in entering]
+                small = _small(batch.images[rows])
+                self.images.update({int(batch.indices[r]): small[j] for j, r in enumerate(rows)})
+            self._prune_images()
+
+    def _prune_images(self) -> None:
+        shown = set(self.indices.reshape(-1).tolist())
+        for index in [i for i in self.images if i not in shown]:
+            del self.images[index]
 
     def merge(self, other: "TopKImages") -> None:
         check_mergeable(self, other, num_units=self.num_units, k=self.k,
@@ -91,22 +98,32 @@ class TopKImages:
         self.values, self.indices = values.gather(1, pos), indices.gather(1, pos)
         self.maps = _gather(maps, pos)
         if self.keep_images:
-            images = other.images if self.images is None else \
-                torch.cat([self.images, other.images], 1)
-            self.images = _gather(images, pos)
+            self.images.update(other.images)
+            self._prune_images()
 
     def state_dict(self) -> Dict:
         return {"k": self.k, "num_units": self.num_units, "keep_images": self.keep_images,
                 "values": self.values.contiguous(), "indices": self.indices.contiguous(),
                 "maps": None if self.maps is None else self.maps.contiguous(),
-                "images": None if self.images is None else self.images.contiguous()}
+                **self._images_state()}
+
+    def _images_state(self) -> Dict:
+        """Canonical: the kept images stacked by ascending probe index."""
+        if not self.keep_images:
+            return {"image_indices": None, "images": None}
+        order = sorted(self.images)
+        stacked = torch.stack([self.images[i] for i in order]) if order else None
+        return {"image_indices": torch.tensor(order, dtype=torch.int64), "images": stacked}
 
     def load_state_dict(self, state: Dict) -> None:
         self.k, self.num_units = int(state["k"]), int(state["num_units"])
         self.keep_images = bool(state.get("keep_images", False))
         own = lambda x: None if x is None else torch.as_tensor(x).clone()  # noqa: E731
         self.values, self.indices = own(state["values"]), own(state["indices"])
-        self.maps, self.images = own(state["maps"]), own(state.get("images"))
+        self.maps = own(state["maps"])
+        images, where = state.get("images"), state.get("image_indices")
+        self.images = {} if images is None else {
+            int(i): torch.as_tensor(images[j]).clone() for j, i in enumerate(where.tolist())}
 
 
 def _gather(t: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:

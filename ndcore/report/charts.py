@@ -143,3 +143,34 @@ def stacked_bars(bars: Sequence[Tuple[str, Dict[str, int]]], categories: Sequenc
                     f'<text x="{lx + 17:.1f}" y="{ly + 10}" {FONT}>{escape(cat)}</text>')
         ly += 18
     return _svg(width, height, body, title)
+
+
+def iou_curve(edges, ious, label: str, width: int = 190, height: int = 86) -> Markup:
+    """IoU against the threshold (a unit, one concept), with the best threshold marked."""
+    import numpy as np
+
+    edges, ious = np.asarray(edges, float), np.asarray(ious, float)
+    best = int(np.argmax(ious))
+    left, right, top, bottom = 30, 6, 8, 18
+    lo, hi = float(edges[0]), float(edges[-1])
+    span = hi - lo if hi > lo else 1.0
+    y_max = max(float(ious.max()), 1e-9)
+
+    def x(v):
+        return left + (width - left - right) * (v - lo) / span
+
+    def y(v):
+        return top + (height - top - bottom) * (1 - v / y_max)
+
+    points = " ".join(f"{x(e):.1f},{y(v):.1f}" for e, v in zip(edges, ious))
+    body = [
+        f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}" '
+        f'stroke="#999"/>',
+        f'<polyline points="{points}" fill="none" stroke="#2c6fbb" stroke-width="1.5"/>',
+        f'<circle cx="{x(edges[best]):.1f}" cy="{y(ious[best]):.1f}" r="3" fill="#c0392b"/>',
+        f'<text x="{left - 3}" y="{top + 8}" text-anchor="end" {FONT}>{y_max:.2f}</text>',
+        f'<text x="{left - 3}" y="{height - bottom}" text-anchor="end" {FONT}>0</text>',
+        f'<text x="{left}" y="{height - 4}" {FONT}>threshold {lo:.2g}..{hi:.2g}; best '
+        f'{edges[best]:.3g}</text>',
+    ]
+    return _svg(width, height, body, f"IoU with {label} against the threshold")

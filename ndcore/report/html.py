@@ -59,8 +59,36 @@ def concept_groups(lr: LayerResult) -> List[Tuple[str, List[Tuple[str, int]]]]:
     return groups
 
 
+def mask_thresholds(lr: LayerResult):
+    """The threshold each unit's strip masks use: its own, or under the best-IoU rule the one
+    of its label."""
+    if lr.best_thresholds is None:
+        return lr.thresholds
+    out = lr.thresholds.astype("float32").copy()
+    for u in lr.units:
+        if u.label_number > 0:
+            out[u.unit] = lr.best_thresholds[u.unit, u.label_number]
+    return out
+
+
+def unit_curves(lr: LayerResult) -> Dict[int, Markup]:
+    """Per unit, its IoU-vs-threshold curve for its label (runs that kept IoU histograms)."""
+    if "hist" not in lr.counts:
+        return {}
+    from ..results import iou_curves
+
+    curves = iou_curves(lr.counts, lr.vocabulary, lr.full_vocabulary or lr.vocabulary)
+    out = {}
+    for u in lr.units:
+        if u.label_number > 0:
+            out[u.unit] = charts.iou_curve(curves["edges"][u.unit],
+                                           curves["iou"][u.unit, u.label_number], u.label)
+    return out
+
+
 def unit_cards(lr: LayerResult, strips: Dict, colors: Dict[str, str]) -> List[Dict]:
     cards = []
+    curves = unit_curves(lr)
     for u in lr.units:
         others = [r for r in u.ranked if (r["label"], r["category"]) != (u.label, u.category)][:4]
         search = f"unit {u.unit} {u.label} {u.category}"  # what the page's search box matches
@@ -68,6 +96,7 @@ def unit_cards(lr: LayerResult, strips: Dict, colors: Dict[str, str]) -> List[Di
             "unit": u.unit, "label": u.label, "category": u.category, "iou": u.iou,
             "detector": u.iou > lr.cutoff, "next": others, "search": search,
             "color": colors.get(u.category, "#888"), "strip": strips.get(u.unit),
+            "curve": curves.get(u.unit),
         })
     cards.sort(key=lambda c: (-c["iou"], c["unit"]))  # the page's default order (IoU, high first)
     return cards
@@ -141,8 +170,8 @@ def write_report(run_dir, *, cutoff: Optional[float] = None,
                 renderer = StripRenderer(report_dir, slug, image_paths, k=topk,
                                          height=thumb_height, workers=workers,
                                          thumbnails=run_dir / THUMBNAILS)
-                strips = renderer.render(lr.topk, lr.thresholds, layer_dir(run_dir, name), bar,
-                                         description=name)
+                strips = renderer.render(lr.topk, mask_thresholds(lr), layer_dir(run_dir, name),
+                                         bar, description=name)
                 missing = renderer.missing
                 failures.update(renderer.failures)
                 shown_k = min(topk, lr.topk["indices"].shape[1])
@@ -153,7 +182,10 @@ def write_report(run_dir, *, cutoff: Optional[float] = None,
                     chart=charts.units_per_concept(concept_groups(lr),
                                                    f"{name}: detector units per concept"),
                     units=unit_cards(lr, strips, colors), topk=shown_k,
-                    missing_images=missing, js=js)
+                    missing_images=missing, js=js,
+                    layout=result.config.get("layouts", {}).get(name, ""),
+                    whole_image=lr.topk is not None and lr.topk["maps"].shape[-2:] == (1, 1),
+                    rule=lr.rule)
             layers.append({"name": name, "page": page, "summary": summary})
 
     if failures:  # one line for the whole report, not one per image
@@ -167,8 +199,42 @@ def write_report(run_dir, *, cutoff: Optional[float] = None,
     index = report_dir / "index.html"
     _render("index.html", index, run_name=run_name,
             model_spec=_fmt(result.config.get("model", {}).get("spec")),
-            dataset_spec=_fmt(result.config.get("dataset", {}).get("spec")),
-            n_images=_fmt(result.config.get("dataset", {}).get("images")),
+            dataset_spec=probe_description(result.config.get("dataset", {})),
             cutoff=f"{first.cutoff:g}" if first else "-", categories=cats, layers=layers,
-            chart=figure, config_rows=config_rows(result.config, result))
+            chart=figure, config_rows=config_rows(result.config, result),
+            interventions=interventions(run_dir, report_dir))
     return index
+
+
+def probe_description(dataset: Dict) -> str:
+    if dataset.get("kind") == "generator":
+        return (f"{_fmt(dataset.get('samples'))} of its own samples (seed "
+                f"{_fmt(dataset.get('seed'))}), segmented by {_fmt(dataset.get('segmenter'))}")
+    return f"{_fmt(dataset.get('spec'))} ({_fmt(dataset.get('images'))} images)"
+
+
+def interventions(run_dir: Path, report_dir: Path) -> List[Dict]:
+    """The interventions saved under RUN/interventions (by `ndcore intervene`), for the index:
+    their edit, strongest effects, before/after grids and removal curves."""
+    import os
+
+    found = []
+    root = run_dir / "interventions"
+    for path in sorted(root.glob("**/*.json")) if root.is_dir() else []:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        rel = lambda name: os.path.relpath(path.parent / name, report_dir)  # noqa: E731
+        if path.name == "effects.json" and "concepts" in data:
+            effects = sorted(data["concepts"].items(), key=lambda kv: -abs(kv[1]["effect"]))
+            found.append({"kind": "effects", "where": path.parent.name, "edit": data.get("edit"),
+                          "effects": effects[:5], "samples": data.get("samples"),
+                          "before": rel("before.png"), "after": rel("after.png")})
+        elif path.name == "removal.json" and "points" in data:
+            from ..gan.figures import removal_curve_svg
+
+            svg = removal_curve_svg(data).replace(' xmlns="http://www.w3.org/2000/svg"', "")
+            found.append({"kind": "removal", "where": path.parent.name, "curve": data,
+                          "svg": Markup(svg)})
+    return found

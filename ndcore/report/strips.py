@@ -8,6 +8,7 @@ with other labelling settings reuse them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
@@ -113,11 +114,14 @@ class StripRenderer:
             "no image file and no copy kept in the run"
         return None
 
-    def _manifest_key(self, layer_dir: Path) -> Dict:
+    def _manifest_key(self, layer_dir: Path, thresholds: np.ndarray) -> Dict:
         files = [layer_dir / "topk.npz", layer_dir / "thresholds.npy"]
+        # the masks' thresholds themselves too: under the best-IoU rule they depend on the
+        # unit's label, which relabelling can change
+        digest = hashlib.sha256(np.ascontiguousarray(thresholds, np.float32).tobytes())
         return {"version": STRIP_VERSION, "k": self.k, "height": self.height,
                 "files": [_file_signature(f) if f.is_file() else None for f in files],
-                "images": len(self.image_paths)}
+                "thresholds": digest.hexdigest()[:16], "images": len(self.image_paths)}
 
     def _cached(self, key: Dict) -> Optional[Dict[int, Strip]]:
         path = self.out_dir / MANIFEST
@@ -136,7 +140,7 @@ class StripRenderer:
     def render(self, topk: Dict[str, np.ndarray], thresholds: np.ndarray, layer_dir: Path,
                progress, description: str = "strips") -> Dict[int, Strip]:
         """{unit: Strip} for every unit (loading images and drawing only when not cached)."""
-        key = self._manifest_key(layer_dir)
+        key = self._manifest_key(layer_dir, thresholds)
         cached = self._cached(key)
         if cached is not None:
             return cached
