@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-MAGIC = 0x4E44_4D41_5053_0002  # "NDMAPS" v2 (sparse)
+MAGIC = 0x4E44_4D41_5053_0003  # "NDMAPS" v3 (sparse, int32 positions)
 HEADER = 6  # int64: magic, images, kept maps, h, w, kept values
 
 # A record: (probe indices, rows, units, positions, values) in memory, or (file offset,) on
@@ -75,7 +75,7 @@ class MapStore:
         kept = maps[rows, units].float()  # [K, h, w]
         # every corner of a cell that has a corner above the bound: a 3x3 dilation
         needed = dilate3x3(above[rows, units])
-        positions = needed.reshape(-1).nonzero()[:, 0]
+        positions = needed.reshape(-1).nonzero()[:, 0].to(torch.int32)  # < 2^31 per batch
         values = kept.reshape(-1)[positions]
         indices = indices.to("cpu", torch.int64)
         nbytes = values.numel() * 8 + rows.numel() * 16
@@ -96,7 +96,7 @@ class MapStore:
                             dtype=np.int64)
         parts = [header, indices.numpy(),
                  torch.stack([rows, units]).to("cpu", torch.int32).numpy(),
-                 positions.to("cpu", torch.int64).numpy(), values.to("cpu").numpy()]
+                 positions.to("cpu", torch.int32).numpy(), values.to("cpu").numpy()]
         for part in parts:
             f.write(part.tobytes())
         self.bytes_on_disk += sum(p.nbytes for p in parts)
@@ -127,7 +127,7 @@ class MapStore:
             if (rh, rw) != (h, w):
                 return None
             kept = fill.to(device, torch.float32)[units][:, None].expand(-1, h * w).clone()
-            kept.view(-1)[positions] = values
+            kept.view(-1)[positions.long()] = values
             out[rows, units] = kept.view(-1, h, w)
         return out
 
@@ -140,7 +140,7 @@ class MapStore:
         _, n_img, n, h, w, nv = (int(x) for x in np.frombuffer(f.read(8 * HEADER), np.int64))
         f.seek(8 * n_img, os.SEEK_CUR)
         header = np.frombuffer(f.read(8 * n), dtype=np.int32).reshape(2, -1).astype(np.int64)
-        positions = np.frombuffer(f.read(8 * nv), dtype=np.int64)
+        positions = np.frombuffer(f.read(4 * nv), dtype=np.int32).astype(np.int64)
         values = np.frombuffer(f.read(4 * nv), dtype=np.float32)
         as_tensor = lambda a: torch.from_numpy(a.copy()).to(device)  # noqa: E731
         return (as_tensor(header[0]), as_tensor(header[1]), as_tensor(positions),
@@ -178,7 +178,7 @@ class MapStore:
                 _, n_img, n, h, w, nv = (int(x) for x in head)
                 indices = torch.from_numpy(np.frombuffer(f.read(8 * n_img), dtype=np.int64).copy())
                 self._index[layer][int(indices[0])] = ((offset,), indices)
-                offset += 8 * (HEADER + n_img) + 8 * n + 12 * nv
+                offset += 8 * (HEADER + n_img) + 8 * n + 8 * nv
             self.bytes_on_disk += length
 
     def stats(self) -> Dict[str, int]:

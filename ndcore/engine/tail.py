@@ -37,10 +37,12 @@ def _virtual_index(count: int, p: float):
 class TopTail:
     """Exact per-unit upper quantile over a stream, keeping only the largest ``keep`` values.
 
-    The kept tail is a dense [U, keep] tensor (descending, -inf where a unit has fewer values).
-    New candidates above each unit's running floor (its keep-th largest value so far, a lower
-    bound of the final threshold) are gathered flat as (unit, value) pairs and merged into the
-    tail by sorting once they pile up, so memory stays within about twice the kept tail.
+    Per unit, the kept values are a dense [U, <= keep] tensor (unordered while streaming).
+    Each batch contributes only its values above the unit's running floor (the keep-th largest
+    value so far, a lower bound of the final threshold); they pile up in a pending buffer and
+    are folded into the kept values with one ``topk`` when the buffer holds another ``keep``
+    columns, so memory stays within about twice the kept values. -0.0 is stored as +0.0, so
+    that equal values have equal bits and the sorted state is canonical.
     """
 
     def __init__(self, num_units: int, keep: int, device: torch.device | str = "cpu",
@@ -54,9 +56,8 @@ class TopTail:
         self.device = torch.device(device)
         self.floor = torch.full((num_units,), -math.inf, device=self.device)
         self._tail = torch.full((num_units, 0), -math.inf, device=self.device)
-        self._units: List[torch.Tensor] = []  # int32 chunks
-        self._values: List[torch.Tensor] = []
-        self._pending = 0
+        self._pending: List[torch.Tensor] = []  # [U, w] blocks, -inf padded
+        self._pending_width = 0
 
     def add(self, maps: torch.Tensor, batch: ProbeBatch) -> None:
         """Add a batch of maps [B, U, h, w] (upsampled to the label size first if asked)."""
@@ -70,46 +71,43 @@ class TopTail:
         if values.shape[0] != self.num_units:
             raise ValueError(f"TopTail: expected {self.num_units} units, got {values.shape[0]}")
         self.count += values.shape[1]
-        if self._tail.shape[1] < self.keep and values.shape[1] > self.keep:
-            # No floor yet (every value would be a candidate): only a batch's own top ``keep``
-            # values per unit can be among the stream's.
+        if self._tail.shape[1] == self.keep:  # a floor exists: only values above it matter
+            above = values > self.floor[:, None]
+            counts = above.sum(1, dtype=torch.int32)
+            most = int(counts.max())
+            if most == 0:
+                return
+            if most < values.shape[1]:  # pack each unit's candidates into [U, most]
+                rows, cols = above.nonzero(as_tuple=True)  # row-major: rows ascending
+                starts = (torch.cumsum(counts, 0) - counts).long()
+                block = torch.full((self.num_units, most), -math.inf, device=self.device)
+                block[rows, torch.arange(rows.numel(), device=self.device) - starts[rows]] = \
+                    values[rows, cols]
+                values = block
+        if values.shape[1] > self.keep:  # only a block's own top `keep` can be in the stream's
             values = values.topk(self.keep, dim=1, sorted=False).values
-        above = values > self.floor[:, None]
-        units, _ = above.nonzero(as_tuple=True)
-        if units.numel() == 0:
-            return
-        self._units.append(units.to(torch.int32))
-        self._values.append(values[above])
-        self._pending += units.numel()
-        if self._pending > self.keep * self.num_units + 65536:
+        self._pending.append(values + 0.0)  # -0.0 -> +0.0
+        self._pending_width += values.shape[1]
+        if self._tail.shape[1] < self.keep or self._pending_width >= self.keep:
             self._compact()
 
     def _compact(self) -> None:
         if not self._pending:
             return
-        width = self._tail.shape[1]
-        tail_units = torch.arange(self.num_units, device=self.device).repeat_interleave(width)
-        units = torch.cat([tail_units, *[u.long() for u in self._units]])
-        values = torch.cat([self._tail.reshape(-1), *self._values])
-        self._units, self._values, self._pending = [], [], 0
-        # One sort by (unit ascending, value descending): each unit's values end up descending.
-        order = torch.argsort(_unit_value_key(units, values))
-        units, values = units[order], values[order]
-        counts = torch.bincount(units, minlength=self.num_units)
-        starts = torch.cumsum(counts, 0) - counts
-        rank = torch.arange(units.numel(), device=self.device) - starts[units]
-        keep = rank < self.keep
-        width = min(self.keep, int(counts.max()))
-        self._tail = torch.full((self.num_units, width), -math.inf, device=self.device)
-        self._tail[units[keep], rank[keep]] = values[keep]
-        if width == self.keep:
-            self.floor = self._tail[:, -1].clone()
+        kept = torch.cat([self._tail, *self._pending], 1)
+        self._pending, self._pending_width = [], 0
+        if kept.shape[1] > self.keep:
+            kept = kept.topk(self.keep, dim=1, sorted=False).values
+        self._tail = kept
+        if kept.shape[1] == self.keep:
+            self.floor = kept.amin(dim=1)
 
     def tail(self) -> torch.Tensor:
         """[U, keep] largest values per unit, descending (-inf where a unit has fewer)."""
         self._compact()
-        pad = self.keep - self._tail.shape[1]
-        return torch.nn.functional.pad(self._tail, (0, pad), value=-math.inf) if pad else self._tail
+        tail = torch.sort(self._tail, dim=1, descending=True).values
+        pad = self.keep - tail.shape[1]
+        return torch.nn.functional.pad(tail, (0, pad), value=-math.inf) if pad else tail
 
     def quantile(self, quantile: float) -> torch.Tensor:
         """Per-unit threshold T with P(a > T) = quantile, as ``numpy.quantile(a, 1 - quantile)``."""
@@ -133,38 +131,26 @@ class TopTail:
         check_mergeable(self, other, num_units=self.num_units, keep=self.keep,
                         upsampled=self.upsampled)
         other._compact()
-        units = torch.arange(other.num_units, device=self.device).repeat_interleave(other._tail.shape[1])
-        self._units.append(units.to(torch.int32))
-        self._values.append(other._tail.reshape(-1).to(self.device))
-        self._pending += units.numel()
+        if other._tail.shape[1]:
+            self._pending.append(other._tail.to(self.device))
+            self._pending_width += other._tail.shape[1]
         self.count += other.count
         self._compact()
 
     def state_dict(self) -> Dict:
         """Canonical: the top min(keep, count) values of each unit, descending."""
-        self._compact()
-        width = min(self.keep, self.count)
-        tail = self._tail[:, :width]
-        if tail.shape[1] < width:
-            tail = torch.nn.functional.pad(tail, (0, width - tail.shape[1]), value=-math.inf)
+        tail = self.tail()[:, : min(self.keep, self.count)]
         return {"keep": self.keep, "count": self.count, "num_units": self.num_units,
                 "upsampled": self.upsampled, "tail": tail.to("cpu").contiguous()}
 
     def load_state_dict(self, state: Dict) -> None:
         self.num_units, self.keep, self.count = state["num_units"], state["keep"], state["count"]
         self.upsampled = bool(state.get("upsampled", False))
-        self._units, self._values, self._pending = [], [], 0
+        self._pending, self._pending_width = [], 0
         self._tail = torch.as_tensor(state["tail"]).to(self.device, copy=True)
         full = self._tail.shape[1] == self.keep
         self.floor = self._tail[:, -1].clone() if full else torch.full(
             (self.num_units,), -math.inf, device=self.device)
-
-
-def _unit_value_key(units: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """int64 keys ordering by unit, then by float32 value descending (one integer sort)."""
-    bits = values.contiguous().view(torch.int32).long()
-    ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # ascending ints = ascending floats
-    return units * (1 << 32) - ordered
 
 
 def _lerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
