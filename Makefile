@@ -25,9 +25,11 @@ $(STAMP): requirements-dev.txt pyproject.toml setup.py $(wildcard csrc/*.* csrc/
 demo: setup
 	$(VENV)/bin/ndcore demo
 
-# Headless Chromium for the report's browser test (Debian package; needs root, as on CI).
+# Headless Chromium for the browser tests (Debian packages; needs root, as on CI): the report's
+# test runs chromium itself, GANPaint's drives it through chromium-driver (Selenium is pip's).
 browser:
-	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+	@(command -v chromium && command -v chromedriver) >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null)
 
 test: setup browser
 	NDCORE_REQUIRE_EXTENSION=1 $(PY) -m pytest -q
@@ -41,3 +43,21 @@ bench: setup
 
 clean:
 	rm -rf build $(VENV) ndcore/_C*.so *.egg-info
+
+# The ndcore-mediapipe plugin's own tests (the face-parts segmenter); `make test` never needs
+# mediapipe. mediapipe pins numpy<2, so its worker lives in its own venv ($(MP_VENV), ~1 GB,
+# created once by the plugin's own command); the plugin goes into ndcore's venv without it.
+MP_VENV ?= .venv-mediapipe
+MP_PLUGIN := plugins/ndcore-mediapipe
+MP_STAMP := $(MP_VENV)/.ndcore-mediapipe-installed
+
+.PHONY: test-mediapipe
+
+$(MP_STAMP): $(MP_PLUGIN)/ndcore_mediapipe/worker-requirements.txt $(MP_PLUGIN)/ndcore_mediapipe/env.py | setup
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e $(MP_PLUGIN)
+	$(PY) -m ndcore_mediapipe.env --quiet $(MP_VENV)
+	touch $@
+
+test-mediapipe: setup $(MP_STAMP)
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e $(MP_PLUGIN)
+	NDCORE_MEDIAPIPE_PYTHON=$(abspath $(MP_VENV)) $(PY) -m pytest -q $(MP_PLUGIN)/tests

@@ -194,3 +194,24 @@ def test_report_of_a_generator_run_has_curves_strips_and_interventions(tmp_path)
     assert "Interventions" in text and "Removing green from units" in text
     assert "../interventions/ablate-red/before.png" in text
     assert "http://" not in text  # self-contained: no external reference
+
+
+def test_best_iou_histograms_equal_a_direct_computation():
+    """The run's IoU histograms against the reference op on every sample's maps at once."""
+    from ndcore.capture import LayerCapture
+    from ndcore.gan.segmenters import ColorSegmenter
+    from ndcore.ops import iou_histogram_reference
+
+    result = ndcore.dissect_generator(PLANTED, ["units"], "colors", samples=90, seed=4,
+                                      threshold="best-iou", batch_size=40)
+    counts = result["units"].counts
+    gen = ndcore.api.resolve_model(PLANTED).module
+    z = latents(range(90), (12, 1, 1), 4)
+    with torch.no_grad(), LayerCapture(gen, ["units"], stop_early=False) as cap:
+        maps = cap(z)["units"]
+        images = ((cap.output + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    labels = ColorSegmenter().segment(images).labels
+    want = iou_histogram_reference(maps, torch.as_tensor(counts["hist_edges"]), labels, 12)
+    assert np.array_equal(counts["hist"], want.numpy())
+    # premise: the histograms reach below the units' top-quantile thresholds
+    assert (counts["hist_edges"][:, 0] < result["units"].thresholds).all()

@@ -15,6 +15,8 @@ from .console import console
 def cmd_intervene(args: argparse.Namespace) -> int:
     from ..gan.api import intervene
 
+    if args.edit is not None:
+        return _replay(args)
     region = parse_ints(args.region, "--region")
     if region is not None and len(region) != 4:
         raise NdcoreError(f"--region {args.region!r}: expected X0,Y0,X1,Y1 (image pixels)")
@@ -29,7 +31,7 @@ def cmd_intervene(args: argparse.Namespace) -> int:
     result = intervene(
         args.run, args.layer, parse_ints(args.units, "--units"), ablate=args.ablate,
         insert=insert, region=tuple(region) if region else None, samples=args.samples,
-        seed=args.seed, concept=args.concept,
+        seed=0 if args.seed is None else args.seed, concept=args.concept,
         top=parse_ints(args.top, "--top") if args.concept else None, out=out,
         device=args.device, batch_size=args.batch_size)
     if args.concept is not None:
@@ -57,6 +59,29 @@ def cmd_intervene(args: argparse.Namespace) -> int:
     return 0
 
 
+def _replay(args: argparse.Namespace) -> int:
+    """``--edit FILE.json``: the edit that ``ndcore paint`` downloaded, replayed exactly."""
+    from ..gan.api import intervene
+
+    given = [opt for opt, v in (("--units", args.units), ("--concept", args.concept),
+                                ("--top", args.top), ("--region", args.region),
+                                ("--insert", args.insert), ("--seed", args.seed)) if v is not None]
+    given += ["--ablate"] if args.ablate else []
+    if given:
+        raise NdcoreError(f"--edit gives the seed, units, values and region itself: drop "
+                          f"{', '.join(given)}")
+    out = Path(args.out) if args.out else \
+        Path(args.run) / "interventions" / "edits" / Path(args.edit).stem
+    result = intervene(args.run, args.layer, edit=args.edit, out=out, device=args.device)
+    e = result["edit"]
+    painted = "everywhere" if e["region"] is None else \
+        f"{sum(e['region']['rle'][1::2])} painted pixels"
+    console.print(f"{e['mode'].capitalize()} units {e['units']} of {e['layer']} on sample 0 of "
+                  f"seed {e['seed']} ({painted}); values {e['values']}", highlight=False)
+    console.print(f"original.png, edited.png and edit.json written to [bold]{out}[/bold]")
+    return 0
+
+
 def register(sub) -> None:
     p = sub.add_parser("intervene", help="ablate or insert a generator's units; measure the effect")
     p.add_argument("run", help="a generator run written by `ndcore dissect --segmenter ...`")
@@ -69,8 +94,12 @@ def register(sub) -> None:
                    help="set the units to VALUE (default: each unit's threshold)")
     p.add_argument("--region", help="X0,Y0,X1,Y1: edit only there (generated image pixels)")
     p.add_argument("--samples", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, help="the samples' seed (default 0)")
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--out", help="output folder (default RUN/interventions/LAYER)")
+    p.add_argument("--edit", metavar="FILE.json",
+                   help="replay an edit saved by `ndcore paint` (its seed, units, values and "
+                        "region): writes original.png and edited.png")
+    p.add_argument("--out", help="output folder (default RUN/interventions/LAYER, or "
+                                 "RUN/interventions/edits/NAME with --edit)")
     p.set_defaults(func=cmd_intervene)

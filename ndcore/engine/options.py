@@ -63,6 +63,9 @@ class DissectOptions:
             raise NdcoreError("--checkpoint-every must be >= 0 seconds (0 = never)")
         if self.threshold not in ("quantile", "best-iou"):
             raise NdcoreError(f"--threshold {self.threshold!r}: choose quantile or best-iou")
+        if self.threshold == "best-iou" and self.second_pass == "cache":
+            raise NdcoreError("--threshold best-iou counts every activation in pass 2, so it "
+                              "runs the model again: --second-pass cache cannot serve it")
         if self.threshold == "best-iou" and self.thresholds:
             raise NdcoreError("--threshold best-iou searches each unit's thresholds; it cannot "
                               "be combined with given --thresholds")

@@ -223,6 +223,10 @@ class TwoPasses:
     def _decide_second_pass(self, maps: Dict[str, torch.Tensor]) -> None:
         """'cache' when the worst case of kept maps fits in half the free disk, else 'forward'."""
         mode = self.options.second_pass
+        if self.best_iou:
+            # The IoU histograms count every activation, down to the lowest candidate
+            # threshold; kept maps are exact only above the floor of the top-quantile tail.
+            mode = "forward"
         if mode == "auto":
             per_image = sum(maps[l][0].numel() * 4 + 8 * maps[l].shape[1] for l in self.todo)
             worst = per_image * self.grid.size

@@ -6,6 +6,9 @@
 
     curve = ndcore.intervene("runs/faces", layer="main.8", concept="eyes", top=[1, 2, 4, 8],
                              ablate=True)
+
+    again = ndcore.intervene("runs/faces", edit="edit.json")   # replay a painted edit
+    again["images"]["after"]   # uint8 [1, 3, H, W]: the page's edited image, pixel for pixel
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ def intervene(run_dir, layer: Optional[str] = None, units: Optional[Sequence[int
               ablate: bool = False, insert: Union[None, bool, float] = None,
               region: Region = None, samples: int = 100, seed: int = 0,
               concept: Optional[str] = None, top: Optional[Sequence[int]] = None,
-              out=None, device: str = "cpu", batch_size: int = 50) -> Dict:
+              out=None, device: str = "cpu", batch_size: int = 50,
+              edit: Union[None, str, Path, Dict] = None) -> Dict:
     """Ablate or insert ``units`` of ``layer`` (0-based) in a dissected generator and measure
     each concept's share of pixels before and after, over ``samples`` samples of ``seed``.
 
@@ -36,7 +40,21 @@ def intervene(run_dir, layer: Optional[str] = None, units: Optional[Sequence[int
     image's resolution. With ``concept`` and ``top`` instead of ``units``, returns the removal
     curve. ``out`` (a folder) receives effects.json and before/after grids (or removal.json
     and removal.svg).
+
+    ``edit`` (a JSON file written by ``ndcore paint``, or its dict) replays one edit of one
+    sample exactly: it gives the seed, layer, units, values and region, so give none of those.
+    Returns the edit and the images before and after; ``out`` receives original.png,
+    edited.png and edit.json.
     """
+    if edit is not None:
+        given = [name for name, v in (("units", units), ("concept", concept), ("top", top),
+                                      ("region", region)) if v is not None]
+        given += ["ablate"] if ablate else []
+        given += ["insert"] if insert is not None and insert is not False else []
+        if given:
+            raise NdcoreError(f"an edit file gives the units, values and region itself: give "
+                              f"no {', '.join(given)} with it")
+        return replay_edit(run_dir, edit, layer=layer, out=out, device=device)
     inserting = insert is not None and insert is not False
     if ablate == inserting:
         raise NdcoreError("give exactly one of ablate=True and insert=True / insert=VALUE")
@@ -81,4 +99,26 @@ def intervene(run_dir, layer: Optional[str] = None, units: Optional[Sequence[int
         save_grid(imgs_before, out / "before.png")
         save_grid(imgs_after, out / "after.png")
     result["images"] = {"before": imgs_before, "after": imgs_after}
+    return result
+
+
+def replay_edit(run_dir, edit: Union[str, Path, Dict], layer: Optional[str] = None, out=None,
+                device: str = "cpu") -> Dict:
+    """Replay a saved edit of one sample (see :mod:`ndcore.gan.edit_file`)."""
+    from .edit_file import image_size, load_edit, png_bytes, render
+
+    run = iv.load_generator_run(run_dir, device)
+    spec = load_edit(edit, run, image_size(run, device))
+    if layer is not None and run.layer(layer).layer != spec.layer:
+        raise NdcoreError(f"the edit is of layer {spec.layer!r}, not {layer!r}")
+    before = render(run, None, spec.seed, device)
+    after = render(run, spec, device=device)
+    result = {"edit": spec.to_json(),
+              "images": {"before": before[None], "after": after[None]}}
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "original.png").write_bytes(png_bytes(before))
+        (out / "edited.png").write_bytes(png_bytes(after))
+        iv.write_json(out / "edit.json", result["edit"])
     return result
