@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -63,3 +64,17 @@ def test_killed_distributed_run_resumes(workspace, tmp_path, resume_with):
     config = json.loads((out / "config.json").read_text())
     assert config["complete"] and config["run"]["resumed"], again.stderr[-3000:]
     assert_same_results(reference, out)
+
+
+def test_generator_run_on_two_processes_equals_one(tmp_path):
+    """GAN dissection is the same code path: sample i is a function of (seed, i) on any rank."""
+    planted = f"python:{Path(__file__).parent / 'planted_generator.py'}:build"
+    args = lambda out: ["dissect", "--model", planted, "--layers", "units", "--segmenter",
+                        "colors", "--samples", "90", "--seed", "3", "--batch-size", "8",
+                        "--quantile", "0.05", "--out", str(out), "--quiet", "--no-report"]
+    one = ndcore(args(tmp_path / "one"))
+    assert one.returncode == 0, one.stderr
+    two = torchrun(2, args(tmp_path / "two"))
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert_same_results(tmp_path / "one", tmp_path / "two", layers=("units",))
+    assert json.loads((tmp_path / "two" / "config.json").read_text())["run"]["world_size"] == 2
