@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_file import update_results  # noqa: E402
+from results_file import report  # noqa: E402
 
 LAYERS = ["layer1", "layer2", "layer3", "layer4"]
 
@@ -152,16 +152,10 @@ def main() -> None:
         rows += [(f"peak RSS at {small} images (MiB)", f"{m_small:.0f}"),
                  (f"peak RSS at {args.images} images (MiB)", f"{m_big:.0f}"),
                  ("memory ratio (10x images)", f"{m_big / m_small:.2f} (target <= 1.5)")]
-    width = max(len(k) for k, _ in rows)
-    for k, v in rows:
-        print(f"{k:<{width}}  {v}")
-    if not args.no_write:
-        command = "python benchmarks/bench_dissect.py " + " ".join(sys.argv[1:])
-        body = "| measure | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
-        update_results(f"bench_dissect ({args.device})", command, body,
-                       note=f"median of {args.repeats} repeat(s); batch {args.batch_size}, "
-                            f"{args.workers} loader workers, {torch.get_num_threads()} threads",
-                       device=args.device)
+    report(rows, f"bench_dissect ({args.device})", "bench_dissect.py", sys.argv[1:],
+           write=not args.no_write, device=args.device,
+           note=f"median of {args.repeats} repeat(s); batch {args.batch_size}, "
+                f"{args.workers} loader workers, {torch.get_num_threads()} threads")
 
 
 if __name__ == "__main__":

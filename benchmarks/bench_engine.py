@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_file import update_results  # noqa: E402
+from results_file import report  # noqa: E402
 
 LAYERS = "layer1,layer2,layer3,layer4"
 
@@ -161,16 +161,10 @@ def main() -> None:
                                              f"{progress['images_done']}/{progress['images']} images"),
                  ("time lost", f"{lost:.2f} s (bound: interval {interval:g} s + start-up)")]
 
-    width = max(len(k) for k, _ in rows)
-    for k, v in rows:
-        print(f"{k:<{width}}  {v}")
-    if not args.no_write:
-        command = "python benchmarks/bench_engine.py " + " ".join(sys.argv[1:])
-        body = "| measure | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
-        update_results("bench_engine (cpu, whole processes)", command, body,
-                       note=f"{args.images} images 224/112, ResNet-18 layer1-4, batch "
-                            f"{args.batch_size}, {args.workers} loader workers, median of "
-                            f"{args.repeats}")
+    report(rows, "bench_engine (cpu, whole processes)", "bench_engine.py", sys.argv[1:],
+           write=not args.no_write,
+           note=f"{args.images} images 224/112, ResNet-18 layer1-4, batch {args.batch_size}, "
+                f"{args.workers} loader workers, median of {args.repeats}")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_file import update_results  # noqa: E402
+from results_file import report  # noqa: E402
 
 LAYERS = ["main.2", "main.5", "main.8", "main.11"]
 
@@ -112,15 +112,10 @@ def main() -> None:
         ("peak RSS, generate + segment (MiB)", f"{max(m['peak_rss_mib'] for m in floors):.0f}"),
         ("peak RSS, dissection (MiB)", f"{max(m['peak_rss_mib'] for m in runs):.0f}"),
     ]
-    width = max(len(k) for k, _ in rows)
-    for k, v in rows:
-        print(f"{k:<{width}}  {v}")
-    if not args.no_write:
-        command = "python benchmarks/bench_gan.py " + " ".join(sys.argv[1:])
-        body = "| measure | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
-        update_results(f"bench_gan ({args.device})", command, body, device=args.device,
-                       note=f"threshold {args.threshold}, batch {args.batch_size}, "
-                            f"{torch.get_num_threads()} threads, median of {args.repeats}")
+    report(rows, f"bench_gan ({args.device})", "bench_gan.py", sys.argv[1:],
+           write=not args.no_write, device=args.device,
+           note=f"threshold {args.threshold}, batch {args.batch_size}, "
+                f"{torch.get_num_threads()} threads, median of {args.repeats}")
 
 
 if __name__ == "__main__":

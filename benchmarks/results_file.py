@@ -31,3 +31,15 @@ def update_results(title: str, command: str, body: str, note: str = "", device: 
     pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
     text = pattern.sub(section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
     RESULTS.write_text(text)
+
+
+def report(rows, title: str, script: str, argv, note: str = "", device: str = "cpu",
+           write: bool = True) -> None:
+    """Print (measure, value) rows, and record them as RESULTS.md's section ``title``."""
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+    if write:
+        body = "| measure | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+        update_results(title, f"python benchmarks/{script} " + " ".join(argv), body,
+                       note=note, device=device)

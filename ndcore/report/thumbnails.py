@@ -8,7 +8,6 @@ and that ``image_path`` cannot name are saved as ``RUN/thumbnails/<probe index>.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -16,7 +15,8 @@ from typing import Dict, List, Optional
 import numpy as np
 from PIL import Image
 
-from ..errors import OutputError, one_line
+from ..errors import one_line
+from .common import load_image_list
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +31,7 @@ def thumbnail_path(run_dir, index: int) -> Path:
 
 def image_sources(run_dir) -> List[Optional[str]]:
     """images.json: the image file of each probe index, None for images without a file."""
-    path = Path(run_dir) / "images.json"
-    if not path.is_file():
-        return []
-    try:
-        paths = json.loads(path.read_text())
-    except ValueError as e:
-        raise OutputError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(paths, list):
-        raise OutputError(f"{path}: expected a list of image paths")
-    return [str(p) if p not in (None, "", "None") else None for p in paths]
+    return [p if p not in ("", "None") else None for p in load_image_list(run_dir)]
 
 
 def top_indices(result) -> List[int]:
