@@ -6,7 +6,7 @@ torch is a CUDA build. Environment switches:
     NDCORE_FORCE_CPU=1    never build the CUDA kernel
     NDCORE_FORCE_CUDA=1   fail when the CUDA kernel cannot be built
     CUDA_HOME             toolkit location (default: /usr/local/cuda when it exists)
-    TORCH_CUDA_ARCH_LIST  GPU architectures (default without a visible GPU: "8.0;9.0")
+    TORCH_CUDA_ARCH_LIST  GPU architectures (default without a visible GPU: DEFAULT_ARCHS)
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from setuptools import setup
 
 CSRC = Path("csrc")
 DEFAULT_CUDA_HOME = Path("/usr/local/cuda")
-DEFAULT_ARCHS = "8.0;9.0"
+# SASS for A100 and H100/H200; "+PTX" also embeds compute_90 PTX, which newer GPUs JIT-compile.
+DEFAULT_ARCHS = "8.0;9.0+PTX"
 
 
 def env_flag(name: str) -> bool:
@@ -89,7 +90,13 @@ def make_extension(nvcc: Path | None):
     if openmp:
         cxx.append("-fopenmp")
         macros.append(("NDCORE_WITH_OPENMP", None))
-    sources = [str(CSRC / "tally.cpp"), str(CSRC / "cpu" / "tally_cpu.cpp")]
+    # The module, the shared checks, one schema/checks file per op; one kernel file per op and
+    # device.
+    sources = [str(CSRC / name) for name in (
+        "module.cpp", "checks.cpp", "tally.cpp", "iou_histogram.cpp",
+        "cpu/tally_cpu.cpp", "cpu/iou_histogram_cpu.cpp")]
+    cuda_sources = [str(CSRC / "cuda" / name) for name in (
+        "maps_cuda.cu", "tally_cuda.cu", "iou_histogram_cuda.cu")]
     if cuda is None:
         return CppExtension(
             "ndcore._C",
@@ -106,7 +113,7 @@ def make_extension(nvcc: Path | None):
     nvcc_flags = ["-O3", "--fmad=false", "-lineinfo"]  # no FMA: exact reference rounding
     return CUDAExtension(
         "ndcore._C",
-        sources + [str(CSRC / "cuda" / "tally_cuda.cu")],
+        sources + cuda_sources,
         define_macros=macros,
         include_dirs=cusparse_include_dirs(torch),
         extra_compile_args={"cxx": cxx, "nvcc": nvcc_flags},

@@ -9,10 +9,17 @@ namespace ndcore {
 
 using TallyResult = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
 
-// Checks shapes, dtypes, contiguity and that every tensor lives on `device_type`; raises a
-// readable c10::Error (ValueError/RuntimeError in Python) otherwise. Defined in tally.cpp.
+// Structural checks (devices, shapes, dtypes, contiguity) of ndcore::tally; the kernel of
+// `kernel_device` calls them first. Raises ValueError in Python. Defined in tally.cpp.
 void check_tally_inputs(const at::Tensor& acts, const at::Tensor& thresholds,
                         const at::Tensor& labels, const at::Tensor& label_category,
-                        int64_t num_labels, int64_t num_categories, c10::DeviceType device_type);
+                        int64_t num_labels, int64_t num_categories,
+                        c10::DeviceType kernel_device);
+
+// Value checks (label values in [0, num_labels), label_category values in {-1} u [0, C)), read
+// with one device-to-host copy; returns the labels narrowed to contiguous int32, exact since
+// they are in range. Both kernels call it after check_tally_inputs.
+at::Tensor check_tally_values(const at::Tensor& labels, const at::Tensor& label_category,
+                              int64_t num_labels, int64_t num_categories);
 
 }  // namespace ndcore

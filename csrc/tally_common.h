@@ -1,4 +1,6 @@
-// Shared by the schema file and the CPU/CUDA kernels of ndcore::tally.
+// Arithmetic shared by the CPU and CUDA kernels of every ndcore op (tally, iou_histogram), host
+// and device: the skip bound, the bilinear source weights, the interpolation in the reference's
+// float32 operation order, and the edge search. Anything that decides a count lives here once.
 #pragma once
 
 #include <math.h>
@@ -36,6 +38,9 @@ NDCORE_HD float skip_bound(float t) {
   return sf;
 }
 
+// max that ignores NaN in `v` (see skip_bound: NaN corners never need interpolation).
+NDCORE_HD float ignore_nan_max(float m, float v) { return v > m ? v : m; }
+
 // Source index, step to the second sample (0 at the edge) and the two weights of one output
 // coordinate, with the float32 operations of reference._source_weights / ATen's
 // area_pixel_compute_source_index (align_corners=False). No FMA: compile with contraction off.
@@ -60,10 +65,69 @@ NDCORE_HD SourceWeight source_weight(int64_t in_size, int64_t out_size, int64_t 
   return w;
 }
 
-// The reference's operation order: l0y * (l0x*a + l1x*b) + l1y * (l0x*c + l1x*d).
-NDCORE_HD float lerp_x(float l0x, float l1x, float a, float b) { return l0x * a + l1x * b; }
+// The reference's operation order: l0y * (l0x*a + l1x*b) + l1y * (l0x*c + l1x*d), each product
+// and sum rounded separately. On the device the _rn intrinsics forbid FMA contraction whatever
+// the compiler flags; on the host the build passes -ffp-contract=off.
+NDCORE_HD float mul_add2(float l0, float a, float l1, float b) {
+#ifdef __CUDA_ARCH__
+  return __fadd_rn(__fmul_rn(l0, a), __fmul_rn(l1, b));
+#else
+  return l0 * a + l1 * b;
+#endif
+}
+NDCORE_HD float lerp_x(float l0x, float l1x, float a, float b) { return mul_add2(l0x, a, l1x, b); }
 NDCORE_HD float lerp_y(float l0y, float l1y, float top, float bottom) {
-  return l0y * top + l1y * bottom;
+  return mul_add2(l0y, top, l1y, bottom);
+}
+
+// The four samples of the bilinear cell of one output pixel.
+struct Corners {
+  float v00, v01, v10, v11;
+};
+
+NDCORE_HD float corner_max(const Corners& c) {
+  return ignore_nan_max(ignore_nan_max(c.v00, c.v01), ignore_nan_max(c.v10, c.v11));
+}
+
+NDCORE_HD float bilerp(const SourceWeight& wy, const SourceWeight& wx, const Corners& c) {
+  return lerp_y(wy.l0, wy.l1, lerp_x(wx.l0, wx.l1, c.v00, c.v01),
+                lerp_x(wx.l0, wx.l1, c.v10, c.v11));
+}
+
+// Number of edges e (strictly increasing, finite) with v > e: the first k with !(v > edges[k]),
+// by bisection. A NaN v compares false with every edge and gives 0 (so it is never counted),
+// exactly as `v > e` does in the reference.
+NDCORE_HD int32_t count_edges_below(const float* edges, int32_t n_edges, float v) {
+  int32_t lo = 0, hi = n_edges;  // invariant: v > edges[k] for k < lo, not for k >= hi
+  while (lo < hi) {
+    const int32_t mid = lo + ((hi - lo) >> 1);
+    if (v > edges[mid])
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
+// count_edges_below(edges, n_edges, v), found by walking at most kWalk steps from `hint` (any
+// guess in [0, n_edges], ideally close) before bisecting the rest. Exact for any hint: `v > edges[k]` holds for a prefix of k (strictly increasing edges; none
+// for NaN), so once it holds at k every edge before k counts, and once it fails at k no edge
+// from k on does.
+NDCORE_HD int32_t count_edges_below_from(const float* edges, int32_t n_edges, float v,
+                                         int32_t hint) {
+  constexpr int32_t kWalk = 4;
+  int32_t k = hint;
+  if (k < n_edges && v > edges[k]) {  // the count is > k: walk up
+    const int32_t stop = k + kWalk < n_edges ? k + kWalk : n_edges;
+    for (++k; k < stop; ++k)
+      if (!(v > edges[k])) return k;
+    return stop + count_edges_below(edges + stop, n_edges - stop, v);  // all before stop count
+  }
+  // The count is <= k: walk down.
+  const int32_t stop = k - kWalk > 0 ? k - kWalk : 0;
+  for (; k > stop; --k)
+    if (v > edges[k - 1]) return k;
+  return count_edges_below(edges, stop, v);  // none from stop on counts
 }
 
 }  // namespace ndcore

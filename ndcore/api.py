@@ -96,8 +96,13 @@ def run_generator_dissection(model, layers, segmenter, out=None, *, samples: int
     opts.validate()
     adapter = resolve_model(model, weights, random_init)
     seg, spec = resolve_segmenter(segmenter)
-    source = make_generator_source(adapter, seg, spec, samples, seed, latent_shape)
-    if isinstance(layers, str):
-        layers = [l for l in layers.split(",") if l]
-    run = GeneratorDissection(source, layers, opts, Path(out) if out else None, quiet=quiet)
-    return run.run()
+    try:
+        source = make_generator_source(adapter, seg, spec, samples, seed, latent_shape)
+        if isinstance(layers, str):
+            layers = [l for l in layers.split(",") if l]
+        run = GeneratorDissection(source, layers, opts, Path(out) if out else None,
+                                  quiet=quiet)
+        return run.run()
+    finally:
+        if seg is not segmenter:  # built here from a spec: ours to close
+            seg.close()

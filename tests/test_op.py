@@ -1,23 +1,32 @@
 """The compiled tally op (CPU and CUDA kernels) against the pure-PyTorch reference.
 
-All counts must agree exactly, including pixels whose upsampled value equals the threshold.
+All counts must agree exactly, including pixels whose upsampled value equals the threshold; and
+the CPU kernel, the CUDA kernel, the reference and the wrapper must reject the same inputs with
+the same ValueError.
 """
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
+from pathlib import Path
+from typing import Callable, List
+
 import pytest
 import torch
 import torch.nn.functional as F
 
+import ndcore.ops as ops
 from ndcore.ops import extension_info, tally, tally_reference, upsample_bilinear
 
 LOADED = extension_info()["loaded"]
 needs_ext = pytest.mark.skipif(not LOADED, reason="compiled extension ndcore._C not built")
 cuda = pytest.mark.cuda
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+needs_two_gpus = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def make_case(
@@ -112,6 +121,9 @@ import torch
 out = ops.tally(torch.rand(1, 2, 3, 3), torch.full((2,), 0.5), torch.ones(1, 1, 5, 5, dtype=torch.int32),
                 torch.zeros(2, dtype=torch.int64), 2, 1)
 assert out[1].shape == (1, 2)
+hist = ops.iou_histogram(torch.rand(1, 2, 3, 3), torch.tensor([[0.1, 0.5], [0.2, 0.3]]),
+                         torch.ones(1, 1, 5, 5, dtype=torch.int32), 2)
+assert hist.shape == (2, 2, 2) and int(hist[:, 0].sum()) > 0
 """
 
 
@@ -268,7 +280,7 @@ def test_thread_count_does_not_change_results() -> None:
 
 @needs_ext
 def test_empty_batches() -> None:
-    for shape in (dict(n=0), dict(units=0), dict(planes=0)):
+    for shape in (dict(n=0), dict(units=0), dict(planes=0), dict(sh=0), dict(sw=0)):
         check_against_reference(make_case(**shape), what=str(shape))
 
 
@@ -283,6 +295,170 @@ def test_invalid_inputs_raise() -> None:
         run_op((acts.double(), thr, labels, cats, nl, nc))
     with pytest.raises(ValueError, match="thresholds"):
         run_op((acts, thr[:-1], labels, cats, nl, nc))
+
+
+# ---------------------------------------------------------------------------- validation
+#
+# One table of bad inputs, run against every implementation: each must raise ValueError with
+# exactly the expected message (so the CPU kernel, the CUDA kernel, the reference and the wrapper
+# reject the same inputs the same way). Devices other than the CPU are emulated with 'meta'
+# tensors: the dispatcher sends a CPU/meta mix to the fake kernel, and `cpu_kernel` calls the CPU
+# kernel itself whatever the devices.
+
+NL, NC = 40, 4
+T = "ndcore::tally: "
+SAME_DEVICE = "; all inputs must be on the same device (the op does not move tensors)"
+
+
+def valid_args() -> list:
+    """A small valid case whose labels span exactly [0, 39] and categories [-1, 3]."""
+    args = list(make_case(n=2, units=3, h=5, w=6, planes=2, sh=11, sw=13, num_labels=NL,
+                          num_categories=NC))
+    args[2][0, 0, 0, :2] = torch.tensor([0, NL - 1], dtype=torch.int32)
+    args[3][:2] = torch.tensor([-1, NC - 1])
+    return args
+
+
+def set_label(value: int, dtype: torch.dtype = torch.int32) -> Callable[[list], None]:
+    def edit(a: list) -> None:
+        a[2] = a[2].to(dtype)
+        a[2][1, 1, 4, 5] = value
+    return edit
+
+
+def set_category(value: int) -> Callable[[list], None]:
+    def edit(a: list) -> None:
+        a[3][5] = value
+    return edit
+
+
+def to_device(index: int, device: str) -> Callable[[list], None]:
+    def edit(a: list) -> None:
+        a[index] = a[index].to(device)
+    return edit
+
+
+def assign(index: int, value) -> Callable[[list], None]:
+    def edit(a: list) -> None:
+        a[index] = value(a) if callable(value) else value
+    return edit
+
+
+# (id, edit of valid_args(), expected message). Values that must raise on every device.
+BAD_VALUES = [
+    ("label=num_labels", set_label(NL), T + "label values must lie in [0, 40), got [0, 40]"),
+    ("negative label", set_label(-3), T + "label values must lie in [0, 40), got [-3, 39]"),
+    ("int64 label 2**31+1", set_label(2**31 + 1, torch.int64),
+     T + "label values must lie in [0, 40), got [0, 2147483649]"),
+    ("int64 label wrapping to 5", set_label(2**32 + 5, torch.int64),
+     T + "label values must lie in [0, 40), got [0, 4294967301]"),
+    ("uint8 label 200", set_label(200, torch.uint8),
+     T + "label values must lie in [0, 40), got [0, 200]"),
+    ("int16 label -1", set_label(-1, torch.int16),
+     T + "label values must lie in [0, 40), got [-1, 39]"),
+    ("category=num_categories", set_category(NC),
+     T + "label_category values must be -1 or lie in [0, 4), got [-1, 4]"),
+    ("category -2", set_category(-2),
+     T + "label_category values must be -1 or lie in [0, 4), got [-2, 3]"),
+    ("float labels", assign(2, lambda a: a[2].float()),
+     T + "labels must be an integer tensor (uint8, int8, int16, int32 or int64), got float32"),
+    ("bool labels", assign(2, lambda a: a[2] > 0),
+     T + "labels must be an integer tensor (uint8, int8, int16, int32 or int64), got bool"),
+    ("num_labels 0", assign(4, 0),
+     T + "num_labels must lie in [1, 2147483647] (label 0 = none), got 0"),
+    ("num_labels 2**31", assign(4, 2**31),
+     T + "num_labels must lie in [1, 2147483647] (label 0 = none), got 2147483648"),
+    ("num_categories -1", assign(5, -1),
+     T + "num_categories must lie in [0, 2147483647], got -1"),
+    ("thresholds shape", assign(1, lambda a: a[1][:2]),
+     T + "thresholds must have shape [3], got shape [2]"),
+    ("label_category shape", assign(3, lambda a: a[3][:5]),
+     T + "label_category must have shape [40], got shape [5]"),
+    ("acts 3-d", assign(0, lambda a: a[0][0]), T + "acts must be [N, U, h, w], got shape [3, 5, 6]"),
+    ("image count", assign(2, lambda a: a[2][:1]), T + "acts has 2 images but labels has 1"),
+]
+# Inputs on different devices, emulated on the CPU with 'meta'.
+BAD_DEVICES_META = [
+    ("thresholds on meta", to_device(1, "meta"),
+     T + "thresholds is on meta but acts is on cpu" + SAME_DEVICE),
+    ("labels on meta", to_device(2, "meta"), T + "labels is on meta but acts is on cpu" + SAME_DEVICE),
+    ("label_category on meta", to_device(3, "meta"),
+     T + "label_category is on meta but acts is on cpu" + SAME_DEVICE),
+    ("acts on meta", to_device(0, "meta"), T + "thresholds is on cpu but acts is on meta" + SAME_DEVICE),
+]
+
+CPU_KEYS = torch._C.DispatchKeySet(torch._C.DispatchKey.CPU)
+CUDA_KEYS = torch._C.DispatchKeySet(torch._C.DispatchKey.CUDA)
+
+
+def cpu_kernel(*args):
+    """The CPU kernel itself (the dispatcher would pick another kernel for non-CPU inputs)."""
+    return torch.ops.ndcore.tally.default.redispatch(CPU_KEYS, *args)
+
+
+RUNNERS = {
+    "cpu-kernel": cpu_kernel,
+    "dispatcher": lambda *a: torch.ops.ndcore.tally(*a),
+    "reference": tally_reference,
+    "wrapper": tally,
+}
+
+
+def expect_rejection(run: Callable, args: list, message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        run(*args)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize("runner", list(RUNNERS))
+@pytest.mark.parametrize("edit,message", [c[1:] for c in BAD_VALUES + BAD_DEVICES_META],
+                         ids=[c[0] for c in BAD_VALUES + BAD_DEVICES_META])
+def test_bad_inputs_rejected_alike(runner: str, edit: Callable, message: str) -> None:
+    if runner != "reference" and not LOADED:
+        pytest.skip("compiled extension ndcore._C not built")
+    args = valid_args()
+    edit(args)
+    expect_rejection(RUNNERS[runner], args, message)
+
+
+def test_valid_case_accepted() -> None:
+    """The table's base case is valid: the rejections come from the edits alone."""
+    args = valid_args()
+    want = tally_reference(*args)
+    if LOADED:
+        assert_same(cpu_kernel(*args), want, "cpu kernel")
+        assert_same(tally(*args), want, "wrapper")
+
+
+@needs_ext
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16, torch.int64])
+def test_label_dtypes_accepted(dtype: torch.dtype) -> None:
+    args = valid_args()
+    want = tally_reference(*args)
+    args[2] = args[2].to(dtype)
+    assert_same(run_op(tuple(args)), want, f"op, {dtype}")
+    assert_same(tally_reference(*args), want, f"reference, {dtype}")
+    assert_same(tally(*args), want, f"wrapper, {dtype}")
+
+
+def test_wrapper_does_not_move_tensors() -> None:
+    """ndcore.ops.tally used to move thresholds/labels to acts.device silently; now it refuses,
+    before any data is read, whatever the backend."""
+    args = valid_args()
+    args[1] = args[1].to("meta")
+    for use_reference in (False, True):
+        with pytest.raises(ValueError, match="thresholds is on meta but acts is on cpu"):
+            tally(*args, use_reference=use_reference)
+
+
+def test_default_archs_embed_ptx() -> None:
+    """setup.py's default architectures end with +PTX, so newer GPUs can JIT-compile."""
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    values = [node.value.value for node in ast.walk(tree) if isinstance(node, ast.Assign)
+              and any(getattr(t, "id", None) == "DEFAULT_ARCHS" for t in node.targets)]
+    assert len(values) == 1, values
+    archs = values[0].split(";")
+    assert archs[-1].endswith("+PTX") and all("+PTX" not in a for a in archs[:-1]), archs
 
 
 @needs_ext
@@ -365,3 +541,133 @@ def test_cuda_reference_on_gpu_agrees() -> None:
 def test_opcheck_cuda() -> None:
     args = [a.cuda() if isinstance(a, torch.Tensor) else a for a in make_case(n=2, units=3)]
     torch.library.opcheck(torch.ops.ndcore.tally.default, tuple(args))
+
+
+def cuda_args(args: list, device: str = "cuda") -> list:
+    return [a.to(device) if isinstance(a, torch.Tensor) else a for a in args]
+
+
+@cuda
+@needs_gpu
+@needs_ext
+@pytest.mark.parametrize("edit,message", [c[1:] for c in BAD_VALUES], ids=[c[0] for c in BAD_VALUES])
+def test_cuda_bad_values_rejected_alike(edit: Callable, message: str) -> None:
+    """The CUDA kernel rejects the bad values of the table with the CPU kernel's message."""
+    args = valid_args()
+    edit(args)
+    args = cuda_args(args)
+    expect_rejection(lambda *a: torch.ops.ndcore.tally(*a), args, message)
+    expect_rejection(lambda *a: torch.ops.ndcore.tally.default.redispatch(CUDA_KEYS, *a), args,
+                     message)
+    expect_rejection(tally_reference, args, message)
+    expect_rejection(tally, args, message)
+
+
+def _mixed_devices(first: str, other: str) -> List[tuple]:
+    """(index moved, edit, message) for every input moved from `first` to `other`."""
+    names = ["acts", "thresholds", "labels", "label_category"]
+    cases = []
+    for i, name in enumerate(names[1:], start=1):
+        cases.append((name, to_device(i, other), T + f"{name} is on {other} but acts is on "
+                      f"{first}" + SAME_DEVICE))
+    cases.append(("acts", to_device(0, other), T + f"thresholds is on {first} but acts is on "
+                  f"{other}" + SAME_DEVICE))
+    return cases
+
+
+def _check_mixed(first: str, other: str) -> None:
+    for name, edit, message in _mixed_devices(first, other):
+        args = cuda_args(valid_args(), first)
+        edit(args)
+        for runner in (lambda *a: torch.ops.ndcore.tally(*a), tally_reference, tally):
+            expect_rejection(runner, args, message)
+
+
+@cuda
+@needs_gpu
+@needs_ext
+def test_cuda_and_cpu_inputs_rejected() -> None:
+    """One input on the CPU, the others on cuda:0 (and the reverse): both kernels refuse."""
+    _check_mixed("cuda:0", "cpu")
+    _check_mixed("cpu", "cuda:0")
+
+
+@cuda
+@needs_two_gpus
+@needs_ext
+def test_two_cuda_devices_rejected() -> None:
+    """cuda:0 vs cuda:1: the device index counts, not only the device type."""
+    _check_mixed("cuda:0", "cuda:1")
+
+
+@cuda
+@needs_gpu
+@needs_ext
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16, torch.int64])
+def test_cuda_label_dtypes_accepted(dtype: torch.dtype) -> None:
+    args = valid_args()
+    want = tally_reference(*args)
+    args[2] = args[2].to(dtype)
+    assert_same(torch.ops.ndcore.tally(*cuda_args(args)), want, f"cuda, {dtype}")
+
+
+@cuda
+@needs_gpu
+@needs_ext
+def test_cuda_launch_plan_fills_the_gpu() -> None:
+    """Small batches are spread over >= 2 blocks per SM (units per block down to 1, then bands
+    of rows); big ones keep 8 units per block. Bands tile the rows exactly."""
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    small = ops._C.cuda_launch_plan(1, 64, 112, 112)
+    assert small["blocks"] >= 2 * sms and small["units_per_block"] == 1, small
+    big = ops._C.cuda_launch_plan(64, 512, 112, 112)
+    assert big["units_per_block"] == 8 and big["bands"] == 1, big
+    for sh, sw in [(112, 112), (9, 300), (300, 1), (1, 1), (37, 29)]:
+        p = ops._C.cuda_launch_plan(1, 1, sh, sw)
+        assert p["blocks"] == p["bands"] >= 1, p
+        assert (p["bands"] - 1) * p["rows_per_band"] < sh <= p["bands"] * p["rows_per_band"], p
+        # at least kThreads (256) pixels per band unless the image is smaller
+        assert p["bands"] == 1 or p["rows_per_band"] * sw >= 256, p
+
+
+@cuda
+@needs_gpu
+@needs_ext
+@pytest.mark.parametrize(
+    "shape",
+    [
+        dict(n=1, units=64, h=7, w=7, sh=112, sw=112),  # 1 unit per block, row bands
+        dict(n=1, units=1, h=14, w=14, sh=112, sw=112),
+        dict(n=2, units=3, h=5, w=1, sh=300, sw=1),  # 1-pixel rows: many rows per step
+        dict(n=2, units=3, h=1, w=9, sh=1, sw=300),  # rows wider than a block
+        dict(n=3, units=5, h=6, w=5, sh=37, sw=29),  # rows not dividing the block
+        dict(n=1, units=2, h=3, w=3, sh=1, sw=1),
+    ],
+    ids=lambda d: ",".join(f"{k}={v}" for k, v in d.items()),
+)
+def test_cuda_small_batches_and_odd_shapes(shape: dict) -> None:
+    args = make_case(**shape)
+    assert_same(run_op(args, "cuda"), tally_reference(*args), f"cuda {shape}")
+
+
+@cuda
+@needs_gpu
+@needs_ext
+def test_cuda_large_uniform_regions() -> None:
+    """Whole warps hitting one label (warp-aggregated atomics) or all different labels: exact
+    counts, including the analytic ones of an all-hot mask."""
+    n, units, sh, sw = 3, 6, 64, 96
+    g = torch.Generator().manual_seed(11)
+    acts = torch.rand(n, units, 8, 12, generator=g)
+    thr = torch.full((units,), -1.0)  # every pixel hot
+    uniform = torch.ones(n, 2, sh, sw, dtype=torch.int32)
+    uniform[:, 1, :, : sw // 2] = 2
+    distinct = (torch.arange(sh * sw, dtype=torch.int32) % 1000 + 1).view(1, 1, sh, sw)
+    distinct = distinct.expand(n, 1, sh, sw).contiguous()
+    for labels, nl in ((uniform, 3), (distinct, 1001)):
+        cats = torch.arange(nl) % 3 - 1
+        args = (acts, thr, labels, cats, nl, 2)
+        got = run_op(args, "cuda")
+        assert_same(got, tally_reference(*args), "cuda uniform regions")
+        assert bool((got[1] == sh * sw).all())
+        assert int(got[0].sum()) == units * int((labels > 0).sum())

@@ -62,7 +62,13 @@ def intervene(run_dir, layer: Optional[str] = None, units: Optional[Sequence[int
         raise NdcoreError("give either units or concept (with top)")
     if samples < 1 or batch_size < 1:
         raise NdcoreError("samples and batch_size must be >= 1")
-    run = iv.load_generator_run(run_dir, device)
+    with iv.load_generator_run(run_dir, device) as run:
+        return _intervene(run, layer, units, ablate, insert, region, samples, seed, concept,
+                          top, out, device, batch_size)
+
+
+def _intervene(run, layer, units, ablate, insert, region, samples, seed, concept, top, out,
+               device, batch_size) -> Dict:
     lr = run.layer(layer)
     out = Path(out) if out is not None else None
     if concept is not None:
@@ -107,12 +113,12 @@ def replay_edit(run_dir, edit: Union[str, Path, Dict], layer: Optional[str] = No
     """Replay a saved edit of one sample (see :mod:`ndcore.gan.edit_file`)."""
     from .edit_file import image_size, load_edit, png_bytes, render
 
-    run = iv.load_generator_run(run_dir, device)
-    spec = load_edit(edit, run, image_size(run, device))
-    if layer is not None and run.layer(layer).layer != spec.layer:
-        raise NdcoreError(f"the edit is of layer {spec.layer!r}, not {layer!r}")
-    before = render(run, None, spec.seed, device)
-    after = render(run, spec, device=device)
+    with iv.load_generator_run(run_dir, device) as run:
+        spec = load_edit(edit, run, image_size(run, device))
+        if layer is not None and run.layer(layer).layer != spec.layer:
+            raise NdcoreError(f"the edit is of layer {spec.layer!r}, not {layer!r}")
+        before = render(run, None, spec.seed, device)
+        after = render(run, spec, device=device)
     result = {"edit": spec.to_json(),
               "images": {"before": before[None], "after": after[None]}}
     if out is not None:

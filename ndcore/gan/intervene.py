@@ -47,6 +47,15 @@ class GeneratorRun:
                               f"{suggest(name, layers)}; it has {', '.join(layers)}")
         return layers[name]
 
+    def close(self) -> None:
+        self.segmenter.close()
+
+    def __enter__(self) -> "GeneratorRun":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def concept(self, label: str) -> int:
         names = self.result.vocabulary.label_names
         if label not in names[1:]:
@@ -109,33 +118,32 @@ def generate(run: GeneratorRun, indices: Sequence[int], seed: int,
     return to_images(out, run.info, run.adapter.spec).cpu()
 
 
-def measure(run: GeneratorRun, edits: Dict[str, UnitEdit], samples: int, seed: int,
-            batch_size: int = 50, device: str = "cpu"):
-    """Mean concept fractions before and after ``edits`` over ``samples`` samples, and the
-    images of both (uint8, CPU)."""
+def shares(run: GeneratorRun, edits: Optional[Dict[str, UnitEdit]], samples: int, seed: int,
+           batch_size: int = 50, device: str = "cpu") -> Tuple[np.ndarray, torch.Tensor]:
+    """Mean share of pixels per concept over the samples the segmenter labels (``edits``
+    applied, if any), and the images (uint8, CPU)."""
     vocab = run.result.vocabulary
-    before_sum = np.zeros(vocab.num_labels)
-    after_sum = np.zeros(vocab.num_labels)
-    n_before = n_after = 0
-    before_images, after_images = [], []
+    total, labelled, images = np.zeros(vocab.num_labels), 0, []
     for start in range(0, samples, batch_size):
-        idx = range(start, min(samples, start + batch_size))
-        for edits_now, images_out in ((None, before_images), (edits, after_images)):
-            images = generate(run, idx, seed, edits_now, device)
-            seg = run.segmenter.segment(images)
-            sums, n = concept_fractions(seg.labels, seg.valid, vocab.num_labels)
-            if edits_now is None:
-                before_sum += sums
-                n_before += n
-            else:
-                after_sum += sums
-                n_after += n
-            images_out.append(images)
-    if n_before == 0 or n_after == 0:
+        batch = generate(run, range(start, min(samples, start + batch_size)), seed, edits,
+                         device)
+        seg = run.segmenter.segment(batch)
+        sums, n = concept_fractions(seg.labels, seg.valid, vocab.num_labels)
+        total, labelled = total + sums, labelled + n
+        images.append(batch)
+    if labelled == 0:
         raise NdcoreError(f"segmenter {run.segmenter_spec} labelled none of the {samples} "
                           "samples; nothing to measure")
-    return (before_sum / n_before, after_sum / n_after, torch.cat(before_images),
-            torch.cat(after_images))
+    return total / labelled, torch.cat(images)
+
+
+def measure(run: GeneratorRun, edits: Dict[str, UnitEdit], samples: int, seed: int,
+            batch_size: int = 50, device: str = "cpu"):
+    """Mean concept shares before and after ``edits`` over ``samples`` samples, and the
+    images of both (uint8, CPU)."""
+    before, before_images = shares(run, None, samples, seed, batch_size, device)
+    after, after_images = shares(run, edits, samples, seed, batch_size, device)
+    return before, after, before_images, after_images
 
 
 def effects_table(vocab, before: np.ndarray, after: np.ndarray) -> Dict[str, Dict[str, float]]:
@@ -172,21 +180,21 @@ def top_units(layer: LayerResult, concept: int, k: int) -> List[int]:
 
 def removal_curve(run: GeneratorRun, layer_name: str, concept: str, tops: Sequence[int],
                   samples: int, seed: int, batch_size: int = 50, device: str = "cpu"):
-    """For each k in ``tops``: the concept's fraction after ablating its top-k units."""
+    """For each k in ``tops``: the concept's share after ablating its top-k units (the
+    unedited share is measured once)."""
     layer = run.layer(layer_name)
     c = run.concept(concept)
-    points = []
-    baseline = None
     for k in tops:
         if not 1 <= k <= layer.num_units:
             raise NdcoreError(f"--top {k}: layer {layer.layer!r} has {layer.num_units} units")
+    before = shares(run, None, samples, seed, batch_size, device)[0][c]
+    points = []
+    for k in tops:
         units = top_units(layer, c, k)
-        before, after, _, _ = measure(run, {layer.layer: Ablate(units)}, samples, seed,
-                                      batch_size, device)
-        baseline = before[c]
-        points.append({"k": k, "units": units, "fraction": float(after[c]),
-                       "remaining": float(after[c] / before[c]) if before[c] > 0 else None})
-    return {"concept": concept, "layer": layer.layer, "before": float(baseline or 0.0),
+        after = shares(run, {layer.layer: Ablate(units)}, samples, seed, batch_size, device)[0][c]
+        points.append({"k": k, "units": units, "fraction": float(after),
+                       "remaining": float(after / before) if before > 0 else None})
+    return {"concept": concept, "layer": layer.layer, "before": float(before),
             "samples": samples, "seed": seed, "points": points}
 
 

@@ -37,6 +37,16 @@ class Segmenter:
     def segment(self, images: torch.Tensor) -> Segmentation:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Release what the segmenter holds (a worker process, a GPU model); ndcore calls it
+        when a run or an intervention is done. The default holds nothing."""
+
+    def __enter__(self) -> "Segmenter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 def check_segmenter(segmenter) -> Optional[str]:
     """A segmenter factory's result must be a Segmenter with a vocabulary (plugin checks)."""

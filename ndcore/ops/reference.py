@@ -1,10 +1,13 @@
-"""Pure-PyTorch reference of the fused tally op.
+"""Pure-PyTorch references of the fused ops ``tally`` and ``iou_histogram``.
 
-This module *defines* the semantics of ``torch.ops.ndcore.tally``; the C++ (CPU) and CUDA kernels
-must agree with it exactly (all counts are int64). It is also the fallback when the compiled
-extension is missing, and the oracle of the tests.
+This module *defines* the semantics of ``torch.ops.ndcore.tally`` and
+``torch.ops.ndcore.iou_histogram``; the C++ (CPU) and CUDA kernels must agree with it exactly
+(all counts are int64). It is also the fallback when the compiled extension is missing, and the
+oracle of the tests. The references reject the inputs the kernels reject, with the same
+ValueError messages (checks.py): labels of any integer dtype whose values lie in
+[0, num_labels), label_category values in {-1} u [0, num_categories), all tensors on one device.
 
-Semantics, for a batch of N images and U units of one layer::
+Semantics of tally, for a batch of N images and U units of one layer::
 
     S = bilinear_upsample(acts, size=(sh, sw))          # align_corners=False, float32
     M = S > thresholds[None, :, None, None]             # strict comparison
@@ -22,7 +25,8 @@ columns (C may be 0).
 Upsampling uses the same arithmetic as ``F.interpolate(mode="bilinear", align_corners=False)``
 on the CPU in float32: the value is a convex combination of four samples, computed as
 ``(1-ly)*((1-lx)*a + lx*b) + ly*((1-lx)*c + lx*d)``. Kernels must compute it the same way, in
-float32, so that values equal to a threshold compare identically.
+float32, so that values equal to a threshold compare identically. iou_histogram: see
+``iou_histogram_reference``.
 """
 
 from __future__ import annotations
@@ -30,6 +34,13 @@ from __future__ import annotations
 from typing import Tuple
 
 import torch
+
+from .checks import (
+    check_iou_histogram_args,
+    check_iou_histogram_values,
+    check_tally_args,
+    check_tally_values,
+)
 
 TallyOutput = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -72,38 +83,6 @@ def upsample_bilinear(acts: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor
     return ly0.view(-1, 1) * along_x(rows_a) + ly1.view(-1, 1) * along_x(rows_b)
 
 
-def check_tally_args(
-    acts: torch.Tensor,
-    thresholds: torch.Tensor,
-    labels: torch.Tensor,
-    label_category: torch.Tensor,
-    num_labels: int,
-    num_categories: int,
-) -> None:
-    """Shape and dtype checks shared by the reference and the Python wrapper."""
-    if acts.dim() != 4:
-        raise ValueError(f"tally: acts must be [N, U, h, w], got shape {tuple(acts.shape)}")
-    if labels.dim() != 4:
-        raise ValueError(f"tally: labels must be [N, P, sh, sw], got shape {tuple(labels.shape)}")
-    if labels.shape[0] != acts.shape[0]:
-        raise ValueError(
-            f"tally: acts has {acts.shape[0]} images but labels has {labels.shape[0]}"
-        )
-    if thresholds.shape != (acts.shape[1],):
-        raise ValueError(
-            f"tally: thresholds must have shape ({acts.shape[1]},), got {tuple(thresholds.shape)}"
-        )
-    if label_category.shape != (num_labels,):
-        raise ValueError(
-            f"tally: label_category must have shape ({num_labels},), "
-            f"got {tuple(label_category.shape)}"
-        )
-    if labels.dtype not in (torch.int16, torch.int32, torch.int64):
-        raise ValueError(f"tally: labels must be an integer tensor, got {labels.dtype}")
-    if num_categories < 0:
-        raise ValueError("tally: num_categories must be >= 0")
-
-
 def tally_reference(
     acts: torch.Tensor,
     thresholds: torch.Tensor,
@@ -112,21 +91,25 @@ def tally_reference(
     num_labels: int,
     num_categories: int,
 ) -> TallyOutput:
-    """Reference implementation: returns (intersection [U, L], area [N, U], cat_hits [N, U, C])."""
+    """Reference implementation: returns (intersection [U, L], area [N, U], cat_hits [N, U, C]).
+
+    Rejects (ValueError) what the compiled op rejects, with the same messages (checks.py)."""
     check_tally_args(acts, thresholds, labels, label_category, num_labels, num_categories)
+    check_tally_values(labels, label_category, num_labels, num_categories)
     n_img, n_units = acts.shape[:2]
     n_planes, sh, sw = labels.shape[1:]
     device = acts.device
-    masks = upsample_bilinear(acts, (sh, sw)) > thresholds.float().view(1, -1, 1, 1)
-    masks = masks.reshape(n_img, n_units, sh * sw)
+    if sh * sw == 0:  # no pixels (and nothing to upsample to)
+        masks = torch.zeros(n_img, n_units, 0, dtype=torch.bool, device=device)
+    else:
+        masks = upsample_bilinear(acts, (sh, sw)) > thresholds.float().view(1, -1, 1, 1)
+        masks = masks.reshape(n_img, n_units, sh * sw)
     area = masks.sum(dim=2, dtype=torch.int64)
 
     intersection = torch.zeros(n_units, num_labels, dtype=torch.int64, device=device)
     cat_hits = torch.zeros(n_img, n_units, num_categories, dtype=torch.int64, device=device)
     flat_labels = labels.reshape(n_img, n_planes, sh * sw).long()
-    if flat_labels.numel() and (flat_labels.min() < 0 or flat_labels.max() >= num_labels):
-        raise ValueError(f"tally: label values must lie in [0, {num_labels})")
-    label_category = label_category.long().to(device)
+    label_category = label_category.long()
     for n in range(n_img):
         mask_n = masks[n].long()  # [U, sh*sw]
         for j in range(n_planes):
@@ -138,3 +121,49 @@ def tally_reference(
                 cat_hits[n].index_add_(1, cats[keep], mask_n[:, keep])
     intersection[:, 0] = 0
     return intersection, area, cat_hits
+
+
+def iou_histogram_reference(
+    acts: torch.Tensor, edges: torch.Tensor, labels: torch.Tensor, num_labels: int
+) -> torch.Tensor:
+    """Reference of ``torch.ops.ndcore.iou_histogram``: returns hist [U, num_labels, B] int64.
+
+    For GAN Dissection's per-(unit, concept) threshold: with ``S = upsample_bilinear(acts)``
+    (exactly as in tally) and, for each unit u and value s = S[n, u, p],
+    ``j = #{b : s > edges[u, b]} - 1`` (the last edge strictly below s; j = -1, not counted,
+    when s <= edges[u, 0] or s is NaN)::
+
+        hist[u, 0, j] += 1                      for every counted pixel, whatever its labels
+        hist[u, l, j] += 1                      for every plane k with labels[n, k, p] = l >= 1
+
+    Suffix sums over j give, for the mask M = S > edges[u, j] and any j at once,
+    ``sum_{j' >= j} hist[u, l, j'] = |M ∩ L_l|`` (over (pixel, plane) pairs, as tally's
+    intersection) and ``sum_{j' >= j} hist[u, 0, j'] = |M|`` (tally's area summed over images),
+    so ``IoU(u, l, edges[u, j]) = I / (|M| + |L_l| - I)``. ``edges`` [U, B] must be finite and
+    strictly increasing along each unit; labels hold values in [0, num_labels) (0 = none).
+    Any floating acts/edges are converted to float32 first, as ``ndcore.ops.iou_histogram`` does.
+    """
+    check_iou_histogram_args(acts, edges, labels, num_labels)
+    edges = edges.float().contiguous()
+    check_iou_histogram_values(edges, labels, num_labels)
+    n_img, n_units = acts.shape[:2]
+    n_planes, sh, sw = labels.shape[1:]
+    n_edges = edges.shape[1]
+    row = num_labels * n_edges  # bins of one unit
+    hist = torch.zeros(n_units * row, dtype=torch.int64, device=acts.device)
+    unit_base = (torch.arange(n_units, device=acts.device) * row).view(-1, 1)
+    flat_labels = labels.reshape(n_img, n_planes, sh * sw).long()
+    for n in range(n_img if sh * sw else 0):
+        values = upsample_bilinear(acts[n : n + 1], (sh, sw))[0].reshape(n_units, sh * sw)
+        # searchsorted(side="left") = number of edges < s, i.e. with s > e, for every non-NaN s;
+        # `s > e` is false for NaN, so NaN counts no edge (searchsorted would put it last).
+        below = torch.searchsorted(edges, values.contiguous(), side="left")
+        below = below.masked_fill(values.isnan(), 0)
+        j = below - 1
+        counted = j >= 0
+        hist += torch.bincount((unit_base + j)[counted], minlength=hist.numel())
+        for k in range(n_planes):
+            lab = flat_labels[n, k].view(1, -1)
+            keep = counted & (lab > 0)
+            hist += torch.bincount((unit_base + lab * n_edges + j)[keep], minlength=hist.numel())
+    return hist.view(n_units, num_labels, n_edges)

@@ -444,6 +444,7 @@ def serve(run_dir, layer: Optional[str] = None, host: str = "127.0.0.1", port: i
         server.run(sockets=[sock])
     finally:
         sock.close()
+        painter.run.close()  # e.g. a segmenter's worker process
 
 
 def encode_request(seed: int, mode: str, concept: Optional[str], region: torch.Tensor,
