@@ -220,3 +220,28 @@ def test_cuda_given_thresholds_exact(dataset, tmp_path):
     on_gpu = tally(acts.cuda(), thr.cuda(), batch.labels.cuda(), cat.cuda(), *args)
     for x, y in zip(on_cpu, on_gpu):
         torch.testing.assert_close(x, y.cpu(), rtol=0, atol=0)
+
+
+def test_kept_maps_with_a_wrong_speculative_floor_fall_back_exactly(tmp_path):
+    """The first batch is far brighter than the rest: the floor guessed from it (its top 1%)
+    lies above the final top-0.5% threshold, so pass 2 must run the model for that batch."""
+    from broden_fixture import write_broden
+    from test_planted import CATS, LABELS
+
+    rng = np.random.default_rng(0)
+    images = []
+    for i in range(40):
+        level = 250 if i < 4 else 40
+        img = np.clip(rng.normal(level, 3, size=(8, 8, 3)), 0, 255).astype(np.uint8)
+        images.append({"image": img, "planes": {"object": [rng.integers(0, 3, size=(8, 8))]}})
+    data = write_broden(tmp_path / "d", CATS, LABELS, images)
+    conv = nn.Conv2d(3, 2, 1)
+    torch.nn.init.constant_(conv.weight, 1.0 / 3)
+    torch.nn.init.zeros_(conv.bias)
+    model = lambda: ModelAdapter("bright", nn.Sequential(conv), Preprocess((0,) * 3, (255,) * 3))
+    fwd = run_dissection(model(), ["0"], BrodenDataset(data), second_pass="forward",
+                         batch_size=4, quantile=0.01)
+    cached = run_dissection(model(), ["0"], BrodenDataset(data), second_pass="cache",
+                            batch_size=4, quantile=0.01)
+    assert cached.config["run"]["map_cache"]["batches_recomputed"] >= 1  # premise
+    assert_same_counts(counts_of(fwd), counts_of(cached))

@@ -25,8 +25,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-MAGIC = 0x4E44_4D41_5053_0003  # "NDMAPS" v3 (sparse, int32 positions)
-HEADER = 6  # int64: magic, images, kept maps, h, w, kept values
+MAGIC = 0x4E44_4D41_5053_0004  # "NDMAPS" v4 (sparse, int32 positions, floors)
+HEADER = 7  # int64: magic, images, kept maps, h, w, kept values, units
 
 # A record: (probe indices, rows, units, positions, values) in memory, or (file offset,) on
 # disk. ``positions`` index the kept maps' values flattened to [kept maps * h * w].
@@ -41,13 +41,14 @@ class MapStore:
         self.layers = list(layers)
         self.memory_budget = memory_budget
         self._files: Dict[str, object] = {}
-        # layer -> first probe index of a record -> (record, probe indices of the record)
+        # layer -> first probe index of a record -> (record, its probe indices, its floors)
         self._index: Dict[str, Dict[int, Tuple[Record, torch.Tensor]]] = {l: {} for l in layers}
         self.bytes_in_memory = 0
         self.bytes_on_disk = 0
         self.maps_kept = 0
         self.maps_seen = 0
         self.values_kept = 0
+        self.batches_recomputed = 0  # set by pass 2: batches it ran the model for
 
     def _path(self, layer: str) -> Path:
         return self.directory / f"layer{self.layers.index(layer)}.bin"
@@ -78,23 +79,26 @@ class MapStore:
         positions = needed.reshape(-1).nonzero()[:, 0].to(torch.int32)  # < 2^31 per batch
         values = kept.reshape(-1)[positions]
         indices = indices.to("cpu", torch.int64)
+        floor = floor.to("cpu", torch.float32)
         nbytes = values.numel() * 8 + rows.numel() * 16
         if self.bytes_in_memory + nbytes <= self.memory_budget:
             record: Record = (indices, rows, units, positions, values, h, w)
             self.bytes_in_memory += nbytes
         else:
-            record = (self._write(layer, indices, rows, units, positions, values, h, w),)
-        self._index[layer][int(indices[0])] = (record, indices)
+            record = (self._write(layer, indices, rows, units, positions, values, h, w,
+                                  floor),)
+        self._index[layer][int(indices[0])] = (record, indices, floor)
         self.maps_kept += rows.numel()
         self.maps_seen += maps.shape[0] * maps.shape[1]
         self.values_kept += values.numel()
 
-    def _write(self, layer: str, indices, rows, units, positions, values, h, w) -> int:
+    def _write(self, layer: str, indices, rows, units, positions, values, h, w,
+               floor) -> int:
         f = self._file(layer)
         offset = f.seek(0, os.SEEK_END)
-        header = np.asarray([MAGIC, indices.numel(), rows.numel(), h, w, values.numel()],
-                            dtype=np.int64)
-        parts = [header, indices.numpy(),
+        header = np.asarray([MAGIC, indices.numel(), rows.numel(), h, w, values.numel(),
+                             floor.numel()], dtype=np.int64)
+        parts = [header, indices.numpy(), floor.numpy(),
                  torch.stack([rows, units]).to("cpu", torch.int32).numpy(),
                  positions.to("cpu", torch.int32).numpy(), values.to("cpu").numpy()]
         for part in parts:
@@ -104,10 +108,14 @@ class MapStore:
 
     # -- pass 2 ------------------------------------------------------------------------------
 
-    def holds(self, layer: str, indices: Sequence[int]) -> bool:
-        """True when the store has a record for exactly these probe indices."""
+    def holds(self, layer: str, indices: Sequence[int],
+              thresholds: Optional[torch.Tensor] = None) -> bool:
+        """True when the store has a record for exactly these probe indices (and, given the
+        final ``thresholds``, one whose floors were all at most them: exact)."""
         entry = self._index[layer].get(int(indices[0])) if len(indices) else None
-        return entry is not None and entry[1].tolist() == list(indices)
+        if entry is None or entry[1].tolist() != list(indices):
+            return False
+        return thresholds is None or bool((entry[2] <= thresholds.to("cpu")).all())
 
     def dense(self, layer: str, indices: torch.Tensor, num_units: int, map_size: Tuple[int, int],
               fill: torch.Tensor, device) -> Optional[torch.Tensor]:
@@ -137,8 +145,9 @@ class MapStore:
             return rows.to(device), units.to(device), positions.to(device), values.to(device), h, w
         f = self._file(layer)
         f.seek(record[0])
-        _, n_img, n, h, w, nv = (int(x) for x in np.frombuffer(f.read(8 * HEADER), np.int64))
-        f.seek(8 * n_img, os.SEEK_CUR)
+        _, n_img, n, h, w, nv, nu = (int(x) for x in
+                                     np.frombuffer(f.read(8 * HEADER), np.int64))
+        f.seek(8 * n_img + 4 * nu, os.SEEK_CUR)
         header = np.frombuffer(f.read(8 * n), dtype=np.int32).reshape(2, -1).astype(np.int64)
         positions = np.frombuffer(f.read(4 * nv), dtype=np.int32).astype(np.int64)
         values = np.frombuffer(f.read(4 * nv), dtype=np.float32)
@@ -175,15 +184,17 @@ class MapStore:
                 head = np.frombuffer(f.read(8 * HEADER), dtype=np.int64)
                 if head.shape[0] != HEADER or head[0] != MAGIC:
                     raise ValueError(f"{path}: not a kept-map file (offset {offset})")
-                _, n_img, n, h, w, nv = (int(x) for x in head)
+                _, n_img, n, h, w, nv, nu = (int(x) for x in head)
                 indices = torch.from_numpy(np.frombuffer(f.read(8 * n_img), dtype=np.int64).copy())
-                self._index[layer][int(indices[0])] = ((offset,), indices)
-                offset += 8 * (HEADER + n_img) + 8 * n + 8 * nv
+                floor = torch.from_numpy(np.frombuffer(f.read(4 * nu), dtype=np.float32).copy())
+                self._index[layer][int(indices[0])] = ((offset,), indices, floor)
+                offset += 8 * (HEADER + n_img) + 4 * nu + 8 * n + 8 * nv
             self.bytes_on_disk += length
 
     def stats(self) -> Dict[str, int]:
         return {"maps_kept": self.maps_kept, "maps_seen": self.maps_seen,
                 "values_kept": self.values_kept,
+                "batches_recomputed": self.batches_recomputed,
                 "bytes_in_memory": self.bytes_in_memory, "bytes_on_disk": self.bytes_on_disk}
 
     def close(self) -> None:

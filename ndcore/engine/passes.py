@@ -245,8 +245,15 @@ class TwoPasses:
         done = set(self.cursor.done)
         mine = self.grid.todo(done)
         consumers: Dict[str, list] = {l: [stats[l]] for l in self.layers}
+        upsampled = self.options.quantile_on == "upsampled"
+
+        def samples_per_unit(maps: torch.Tensor, batch: ProbeBatch) -> int:
+            h, w = batch.label_size if upsampled else maps.shape[2:]
+            return self.grid.size * h * w
+
         for layer in self.todo:
-            consumers[layer].append(KeepMaps(lambda: self.store, layer, stats[layer]))
+            consumers[layer].append(KeepMaps(lambda: self.store, layer, stats[layer],
+                                             samples_per_unit))
         title = "pass 1/2: forward, thresholds" if self.todo else "single pass: forward, tally"
         batches = self.stream.batches(mine, image=True, labels=bool(self.given))
 
@@ -315,12 +322,15 @@ class TwoPasses:
 
         def kept(b: int) -> bool:
             idx = self.grid.indices(b)
-            return store is not None and all(store.holds(l, idx) for l in self.todo) and (
+            return store is not None and all(
+                store.holds(l, idx, self.cursor.thresholds[l]) for l in self.todo) and (
                 from_stream or (labels is not None and labels.holds(idx)))
 
         cached = [b for b in mine if kept(b)]
         cached_set = set(cached)
         rest = [b for b in mine if b not in cached_set]
+        if store is not None:  # batches the kept maps could not serve exactly (or had not)
+            store.batches_recomputed = len(rest)
         batches = itertools.chain(self.stream.batches(cached, image=False, labels=from_stream),
                                   self.stream.batches(rest, image=True))
         fills = {l: below_threshold_fill(self.cursor.thresholds[l]).to(self.device)

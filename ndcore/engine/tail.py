@@ -102,6 +102,14 @@ class TopTail:
         if kept.shape[1] == self.keep:
             self.floor = kept.amin(dim=1)
 
+    def value_at_rank(self, rank: int) -> torch.Tensor:
+        """[U] the rank-th largest value so far (1-based); -inf where fewer were seen."""
+        self._compact()
+        width = self._tail.shape[1]
+        if rank < 1 or rank > width:
+            return torch.full((self.num_units,), -math.inf, device=self.device)
+        return torch.kthvalue(self._tail, width - rank + 1, dim=1).values
+
     def tail(self) -> torch.Tensor:
         """[U, keep] largest values per unit, descending (-inf where a unit has fewer)."""
         self._compact()
