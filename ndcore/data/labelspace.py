@@ -88,6 +88,7 @@ class LabelSpace:
                 groups[key] = len(self.group_keys)
                 self.group_keys.append(key)
             self.id_group[v] = groups[key]
+        self._identity = self.is_identity
 
     @property
     def num_ids(self) -> int:
@@ -120,8 +121,10 @@ class LabelSpace:
         those planes' categories. Planes of unknown category (-1 / None) carry all of the
         label's categories. Label values must already be valid label numbers.
         """
-        planes = np.array(planes, dtype=np.int64, copy=True)
         n = planes.shape[0]
+        if n <= 1 and self._identity:  # one plane, one category per label: ids are labels
+            return np.asarray(planes, dtype=np.int32)
+        planes = np.array(planes, dtype=np.int64, copy=True)
         if n == 0:
             return planes.astype(np.int32)
         cats = list(plane_categories) if plane_categories is not None else [-1] * n

@@ -95,32 +95,35 @@ class KeepMaps:
     The provable floor, the tail's keep-th largest value so far, is loose early in a pass:
     after a tenth of the data it sits near the top-5% value, not the top-0.5% one, and every
     batch kept then holds ten times what the threshold needs. So the floor is *speculative*:
-    the value that twice the expected number of values so far exceed (about the top-1% of
-    what has been seen), or the provable floor once that is higher. The store records the
+    the value that three times the expected number of values so far exceed (about the top
+    1.5% of what has been seen), or the provable floor once that is higher. The store records the
     floor of every batch; pass 2 uses a batch's kept maps only where that floor turns out to
     be at most the final threshold, and runs the model again for the (rare) others. Exact
     either way, and a few times less to keep.
     """
 
     REFRESH = 8  # batches between two estimates (each costs a k-th value over the tail)
+    MARGIN = 3  # the speculative floor: the value that MARGIN x the expected count exceeds
 
     def __init__(self, store: Callable[[], Any], layer: str, stats: LayerStats,
                  samples_per_unit: Callable[[torch.Tensor, ProbeBatch], int]) -> None:
         self.store, self.layer, self.stats = store, layer, stats
         self.samples_per_unit = samples_per_unit  # in the whole pass (all shards)
         self._speculative: Optional[torch.Tensor] = None
-        self._age = 0
+        self._age = self._batches = 0
 
     def add(self, maps: torch.Tensor, batch: ProbeBatch) -> None:
         store = self.store()
         if store is None:
             return
         tail = self.stats.parts["tail"]
-        if self._speculative is None or self._age >= self.REFRESH:
+        # early estimates rest on few values: refresh them every batch at first
+        if self._speculative is None or self._age >= min(self.REFRESH, self._batches // 2 + 1):
             total = self.samples_per_unit(maps, batch)
-            rank = math.ceil(2 * tail.keep * tail.count / max(total, 1))
+            rank = math.ceil(self.MARGIN * tail.keep * tail.count / max(total, 1))
             self._speculative = tail.value_at_rank(min(max(rank, 1), tail.keep))
             self._age = 0
         self._age += 1
+        self._batches += 1
         store.append(self.layer, maps, batch.indices, torch.maximum(tail.floor,
                                                                      self._speculative))
