@@ -393,7 +393,7 @@ class TwoPasses:
             "phase": phase, "passes": 2 if self.todo else 1,
             "images_done": self.grid.images_in(done), "images": self.grid.size,
             "batches_done": len(done), "batches": self.grid.num_batches,
-            "world_size": self.dist.world})
+            "world_size": self.dist.world, "elapsed_s": state["elapsed_s"]})
 
     # -- results -----------------------------------------------------------------------------
 
