@@ -25,6 +25,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from .peaks import map_peaks
+
 MAGIC = 0x4E44_4D41_5053_0004  # "NDMAPS" v4 (sparse, int32 positions, floors)
 HEADER = 7  # int64: magic, images, kept maps, h, w, kept values, units
 
@@ -71,11 +73,11 @@ class MapStore:
         floor = floor.to(maps.device)
         bound = floor - floor.abs() * 2.0 ** -16 - 1e-37
         h, w = maps.shape[2:]
-        above = maps > bound[None, :, None, None]
-        rows, units = above.flatten(2).any(2).nonzero(as_tuple=True)
+        # a map has a value above the bound exactly when its peak does (maps are finite)
+        rows, units = (map_peaks(maps) > bound[None, :]).nonzero(as_tuple=True)
         kept = maps[rows, units].float()  # [K, h, w]
         # every corner of a cell that has a corner above the bound: a 3x3 dilation
-        needed = dilate3x3(above[rows, units])
+        needed = dilate3x3(kept > bound[units, None, None])
         positions = needed.reshape(-1).nonzero()[:, 0].to(torch.int32)  # < 2^31 per batch
         values = kept.reshape(-1)[positions]
         indices = indices.to("cpu", torch.int64)

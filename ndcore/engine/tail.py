@@ -14,6 +14,7 @@ import torch
 from ..data.probe import ProbeBatch
 from ..ops import upsample_bilinear
 from .accumulator import check_mergeable
+from .peaks import map_peaks
 
 
 def tail_size(count: int, quantile: float) -> int:
@@ -63,7 +64,41 @@ class TopTail:
         """Add a batch of maps [B, U, h, w] (upsampled to the label size first if asked)."""
         if self.upsampled:
             maps = upsample_bilinear(maps, batch.label_size)
+        elif self._tail.shape[1] == self.keep:
+            return self._add_above_floor(maps)
         self.add_values(maps.transpose(0, 1).reshape(maps.shape[1], -1))
+
+    def _add_above_floor(self, maps: torch.Tensor) -> None:
+        """Once a floor exists, only the maps whose peak exceeds their unit's floor can hold
+        candidates: read those (unit-major, so each unit's candidates are contiguous) rather
+        than every value of the batch."""
+        b, u, h, w = maps.shape
+        self.count += b * h * w
+        floor = self.floor.to(maps.device)
+        units, rows = (map_peaks(maps) > floor[None, :]).t().nonzero(as_tuple=True)
+        if units.numel() == 0:
+            return
+        candidates = maps[rows, units].reshape(units.numel(), h * w).to(self.device,
+                                                                         torch.float32)
+        units = units.to(self.device)
+        above = candidates > self.floor[units, None]
+        counts = torch.zeros(self.num_units, dtype=torch.int32, device=self.device)
+        counts.index_add_(0, units, above.sum(1, dtype=torch.int32))
+        self._append_candidates(_select(candidates, above), counts)
+
+    def _append_candidates(self, values: torch.Tensor, counts: torch.Tensor) -> None:
+        """Values above the floor, grouped by unit (unit-major), ``counts`` [U] of them."""
+        most = int(counts.max())
+        if most == 0:
+            return
+        counts = counts.long()
+        starts = torch.cumsum(counts, 0) - counts
+        rows = torch.repeat_interleave(torch.arange(self.num_units, device=self.device),
+                                       counts)
+        cols = torch.arange(rows.numel(), device=self.device) - starts[rows]
+        block = torch.full((self.num_units, most), -math.inf, device=self.device)
+        block[rows, cols] = values
+        self._push(block)
 
     def add_values(self, values: torch.Tensor) -> None:
         """Add samples [U, n] (every unit gets the same number of samples)."""
@@ -73,17 +108,12 @@ class TopTail:
         self.count += values.shape[1]
         if self._tail.shape[1] == self.keep:  # a floor exists: only values above it matter
             above = values > self.floor[:, None]
-            counts = above.sum(1, dtype=torch.int32)
-            most = int(counts.max())
-            if most == 0:
-                return
-            if most < values.shape[1]:  # pack each unit's candidates into [U, most]
-                rows, cols = above.nonzero(as_tuple=True)  # row-major: rows ascending
-                starts = (torch.cumsum(counts, 0) - counts).long()
-                block = torch.full((self.num_units, most), -math.inf, device=self.device)
-                block[rows, torch.arange(rows.numel(), device=self.device) - starts[rows]] = \
-                    values[rows, cols]
-                values = block
+            return self._append_candidates(_select(values, above),
+                                           above.sum(1, dtype=torch.int32))
+        self._push(values)
+
+    def _push(self, values: torch.Tensor) -> None:
+        """Queue a block [U, n] of candidates (-inf padded) and compact when due."""
         if values.shape[1] > self.keep:  # only a block's own top `keep` can be in the stream's
             values = values.topk(self.keep, dim=1, sorted=False).values
         self._pending.append(values + 0.0)  # -0.0 -> +0.0
@@ -159,6 +189,12 @@ class TopTail:
         full = self._tail.shape[1] == self.keep
         self.floor = self._tail[:, -1].clone() if full else torch.full(
             (self.num_units,), -math.inf, device=self.device)
+
+
+def _select(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``values[mask]`` in row-major order (bool sums and bool indexing are slow on the CPU;
+    one nonzero and a take are not)."""
+    return values.reshape(-1)[mask.reshape(-1).nonzero().squeeze(1)]
 
 
 def _lerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:

@@ -14,6 +14,7 @@ import torch
 
 from ..data.probe import ProbeBatch
 from .accumulator import check_mergeable
+from .peaks import map_peaks
 
 
 def _top_by_value_then_index(values: torch.Tensor, indices: torch.Tensor, k: int):
@@ -55,7 +56,7 @@ class TopKImages:
 
     def add(self, maps: torch.Tensor, batch: ProbeBatch) -> None:
         maps = maps.detach()
-        peak = maps.amax(dim=(2, 3)).t().float().cpu()  # [U, B]
+        peak = map_peaks(maps).t().float().cpu()  # [U, B]
         if self.values.shape[1] == self.k and not bool((peak >= self.values[:, -1:]).any()):
             return  # nothing in this batch can enter any unit's top k
         old_width = self.values.shape[1]
