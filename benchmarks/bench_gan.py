@@ -5,6 +5,7 @@ peak memory of each (fresh processes).
     python benchmarks/bench_gan.py                       # 10,000 samples, colors, CPU
     python benchmarks/bench_gan.py --samples 2000 --no-write
     python benchmarks/bench_gan.py --device cuda
+    python benchmarks/bench_gan.py --segmenter face-parts --samples 2000   # ndcore-mediapipe
 """
 
 from __future__ import annotations
@@ -112,7 +113,9 @@ def main() -> None:
         ("peak RSS, generate + segment (MiB)", f"{max(m['peak_rss_mib'] for m in floors):.0f}"),
         ("peak RSS, dissection (MiB)", f"{max(m['peak_rss_mib'] for m in runs):.0f}"),
     ]
-    report(rows, f"bench_gan ({args.device})", "bench_gan.py", sys.argv[1:],
+    # colors (a trivial segmenter) keeps the section name older results used
+    title = args.device if args.segmenter == "colors" else f"{args.device}, {args.segmenter}"
+    report(rows, f"bench_gan ({title})", "bench_gan.py", sys.argv[1:],
            write=not args.no_write, device=args.device,
            note=f"threshold {args.threshold}, batch {args.batch_size}, "
                 f"{torch.get_num_threads()} threads, median of {args.repeats}")

@@ -144,6 +144,36 @@ def test_topk_ties_break_by_probe_index():
     assert top.indices.tolist() == [[1, 4, 5]]
 
 
+def test_topk_equals_a_sort_of_every_map_when_few_units_change_per_batch():
+    """Many batches of continuous values: after the first, most batches change the top k of
+    only some units (the premise is checked), and the result must equal a full sort."""
+    gen = torch.Generator().manual_seed(3)
+    units, k, n = 6, 3, 400
+    maps = torch.rand(n, units, 2, 3, generator=gen)
+    top = TopKImages(units, k, keep_images=True)
+    order = torch.randperm(n, generator=gen)  # probe indices arrive in any order
+    partial = 0
+    for start in range(0, n, 8):
+        rows = order[start:start + 8]
+        batch = ProbeBatch(rows, (rows.view(-1, 1, 1, 1) % 256).to(torch.uint8).expand(
+            -1, 3, 4, 4).contiguous(), None, None, None)
+        before = top.indices.clone()
+        top.add(maps[rows], batch)
+        if before.shape[1] == k:
+            changed = (before != top.indices).any(1)
+            partial += int(changed.any() and not changed.all())
+    assert partial > 5, "premise: batches that change only some units' top k"
+    peaks = maps.amax(dim=(2, 3))  # [n, U]
+    for u in range(units):
+        ranked = sorted(range(n), key=lambda i: (-float(peaks[i, u]), i))[:k]
+        assert top.indices[u].tolist() == ranked
+        assert torch.equal(top.values[u], peaks[ranked, u])
+        assert torch.equal(top.maps[u], maps[ranked, u].half())
+    assert sorted(top.images) == sorted(set(top.indices.reshape(-1).tolist()))
+    for index, image in top.images.items():
+        assert int(image[0, 0, 0]) == index % 256
+
+
 def test_tail_state_has_canonical_width():
     a, b = TopTail(2, 5), TopTail(2, 5)
     a.add_values(torch.arange(12, dtype=torch.float32).view(2, 6))

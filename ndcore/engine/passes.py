@@ -84,6 +84,7 @@ class TwoPasses:
         self.fingerprint, self.progress = fingerprint, progress
         self.previous_s, self.started = previous_s, time.time()  # run time before a resume
         self.timer = checkpoint.Timer(options.checkpoint_every)
+        self.checkpoint_time = {"count": 0, "seconds": 0.0}  # this process's checkpoints
         self.store: Optional[MapStore] = None
         self.labels: Optional[LabelStore] = None  # generators: their segmentations, for pass 2
         self.scratch: Optional[ScratchDir] = None
@@ -354,6 +355,8 @@ class TwoPasses:
 
     def _merge(self, stats: PassStats, which: int, everywhere: bool) -> Optional[PassStats]:
         """Every rank's state merged: on every rank, or on rank 0 only (None elsewhere)."""
+        if not self.dist.active:
+            return stats  # one shard: merging it alone would give the same canonical state
         state = stats.state_dict()
         states = self.dist.all_gather(state) if everywhere else self.dist.gather(state)
         if states is None:
@@ -363,9 +366,15 @@ class TwoPasses:
         return merged
 
     def _checkpoint(self, phase: int, stats: PassStats, finished: List[int]) -> None:
-        """Gather every rank's state and cursor; rank 0 writes them merged."""
+        """Gather every rank's state and cursor; rank 0 writes them merged (and times it)."""
         if self.run_dir is None and not self.dist.active:
             return
+        start = time.perf_counter()
+        self._write_checkpoint(phase, stats, finished)
+        self.checkpoint_time["count"] += 1
+        self.checkpoint_time["seconds"] += time.perf_counter() - start
+
+    def _write_checkpoint(self, phase: int, stats: PassStats, finished: List[int]) -> None:
         states = self.dist.gather(stats.state_dict())
         dones = self.dist.gather(list(finished))
         lengths = {}

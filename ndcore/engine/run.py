@@ -151,7 +151,10 @@ class Dissection:
         config["run"] = {"elapsed_s": round(previous_s + time.time() - started, 3),
                          "resumed": resume is not None, "world_size": dist.world,
                          "batch_size": batch_size, "second_pass": results.second_pass,
-                         "map_cache": getattr(passes, "map_store_stats", None)}
+                         "map_cache": getattr(passes, "map_store_stats", None),
+                         "checkpoints": {"count": passes.checkpoint_time["count"],
+                                         "seconds": round(passes.checkpoint_time["seconds"],
+                                                          4)}}
         result = self._result(results, config)
         if run_dir is not None:
             self._write(result, results, run_dir, config)

@@ -57,22 +57,32 @@ class TopKImages:
     def add(self, maps: torch.Tensor, batch: ProbeBatch) -> None:
         maps = maps.detach()
         peak = map_peaks(maps).t().float().cpu()  # [U, B]
-        if self.values.shape[1] == self.k and not bool((peak >= self.values[:, -1:]).any()):
-            return  # nothing in this batch can enter any unit's top k
+        units = torch.arange(self.num_units)
+        if self.values.shape[1] == self.k:  # only units that a map of this batch can enter
+            units = (peak >= self.values[:, -1:]).any(1).nonzero()[:, 0]
+            if units.numel() == 0:
+                return
+        whole = units.numel() == self.num_units
         old_width = self.values.shape[1]
-        values = torch.cat([self.values, peak], 1)
-        batch_ids = batch.indices.cpu().view(1, -1).expand(self.num_units, -1)
-        indices = torch.cat([self.indices, batch_ids], 1)
+        values = torch.cat([self.values[units], peak[units]], 1)
+        batch_ids = batch.indices.cpu().view(1, -1).expand(units.numel(), -1)
+        indices = torch.cat([self.indices[units], batch_ids], 1)
         pos = _top_by_value_then_index(values, indices, self.k)
-        units = torch.arange(self.num_units).view(-1, 1).expand_as(pos)
+        unit_of = units.view(-1, 1).expand_as(pos)
         kept = torch.empty(*pos.shape, *maps.shape[2:], dtype=torch.float16)
         old = pos < old_width
         if bool(old.any()):
-            kept[old] = self.maps[units[old], pos[old]]
+            kept[old] = self.maps[unit_of[old], pos[old]]
         new = ~old  # copy only the maps that enter, not the whole batch
         rows = (pos[new] - old_width).to(maps.device)
-        kept[new] = maps[rows, units[new].to(maps.device)].to("cpu", torch.float16)
-        self.values, self.indices, self.maps = values.gather(1, pos), indices.gather(1, pos), kept
+        kept[new] = maps[rows, unit_of[new].to(maps.device)].to("cpu", torch.float16)
+        if whole:
+            self.values, self.indices = values.gather(1, pos), indices.gather(1, pos)
+            self.maps = kept
+        else:
+            self.values[units] = values.gather(1, pos)
+            self.indices[units] = indices.gather(1, pos)
+            self.maps[units] = kept
         if self.keep_images:
             entering = set(batch_ids[0, (pos[new] - old_width).cpu()].tolist())
             entering -= set(self.images)
@@ -103,9 +113,10 @@ class TopKImages:
             self._prune_images()
 
     def state_dict(self) -> Dict:
+        # copies: add() updates the units that change in place
         return {"k": self.k, "num_units": self.num_units, "keep_images": self.keep_images,
-                "values": self.values.contiguous(), "indices": self.indices.contiguous(),
-                "maps": None if self.maps is None else self.maps.contiguous(),
+                "values": self.values.clone(), "indices": self.indices.clone(),
+                "maps": None if self.maps is None else self.maps.clone(),
                 **self._images_state()}
 
     def _images_state(self) -> Dict:

@@ -9,6 +9,7 @@ and that ``image_path`` cannot name are saved as ``RUN/thumbnails/<probe index>.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -70,25 +71,39 @@ def write_thumbnails(run_dir, source, result, kept: Optional[Dict[int, np.ndarra
         return counts
     folder = Path(run_dir) / FOLDER
     folder.mkdir(parents=True, exist_ok=True)
-    first_failure = None
-    for index in wanted:
+    def save(index: int) -> None:
+        image = load(index)
+        problem = image_problem(image)
+        if problem:
+            raise ValueError(problem)
+        im = Image.fromarray(image)
+        if im.height > height:
+            im = im.resize((max(1, round(im.width * height / im.height)), height),
+                           Image.BILINEAR)
+        tmp = folder / f"{index}.tmp.jpg"
+        im.save(tmp, quality=QUALITY)
+        tmp.replace(thumbnail_path(run_dir, index))
+
+    def outcome(index: int) -> Optional[Exception]:
         try:
-            image = load(index)
-            problem = image_problem(image)
-            if problem:
-                raise ValueError(problem)
-            im = Image.fromarray(image)
-            if im.height > height:
-                im = im.resize((max(1, round(im.width * height / im.height)), height),
-                               Image.BILINEAR)
-            tmp = folder / f"{index}.tmp.jpg"
-            im.save(tmp, quality=QUALITY)
-            tmp.replace(thumbnail_path(run_dir, index))
-            counts["kept"] += 1
+            save(index)
+            return None
         except Exception as e:  # a plugin's load_image may raise anything
-            counts["failed"] += 1
-            if first_failure is None:
-                first_failure = f"image {index}: {one_line(e)}"
+            return e
+
+    # Encoding and writing release the GIL: a few threads hide the per-file costs. A plugin's
+    # source is never called from several threads: only images already in memory are.
+    workers = 4 if all(i in kept for i in wanted) else 1
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        outcomes = list(pool.map(outcome, wanted))
+    first_failure = None
+    for index, error in zip(wanted, outcomes):
+        if error is None:
+            counts["kept"] += 1
+            continue
+        counts["failed"] += 1
+        if first_failure is None:
+            first_failure = f"image {index}: {one_line(error)}"
     if counts["failed"]:
         log.warning("%d of %d top images without a file could not be kept for the report "
                     "(first: %s); the report draws them as grey masks",
