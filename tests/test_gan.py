@@ -135,6 +135,8 @@ def test_context_manager_edits_and_restores():
       "--dataset", "synthetic", "--out", "{out}"], "give --dataset SPEC"),
     (["dissect", "--model", PLANTED, "--layers", "units", "--segmenter", "nosuch",
       "--out", "{out}"], "nosuch"),
+    (["dissect", "--model", PLANTED, "--layers", "units", "--segmenter", "colors",
+      "--workers", "4", "--out", "{out}"], "--workers applies to --dataset runs"),
 ])
 def test_bad_generator_input_is_one_line(tmp_path, args, message):
     args = [a.replace("{out}", str(tmp_path / "o")) for a in args]

@@ -35,7 +35,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="run the forward pass under autocast (maps are counted in float32)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the model (a one-off compile time, then a faster forward)")
-    p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    p.add_argument("--workers", type=int, default=None,
+                   help="DataLoader worker processes for --dataset runs (default 2)")
     p.add_argument("--topk", type=int, default=10, help="top images kept per unit")
     p.add_argument("--max-images", type=int, help="use only the first N images")
     p.add_argument("--second-pass", default="auto", choices=["auto", "cache", "forward"],
@@ -66,7 +67,7 @@ def _options(args: argparse.Namespace) -> dict:
         quiet=args.quiet, union=args.union, quantile=args.quantile,
         quantile_on=args.quantile_on, cutoff=args.cutoff,
         thresholds=_parse_thresholds(args.thresholds), batch_size=args.batch_size,
-        device=args.device, workers=args.workers, topk=args.topk,
+        device=args.device, workers=2 if args.workers is None else args.workers, topk=args.topk,
         second_pass=args.second_pass, cache_dir=args.cache_dir,
         cache_memory_mb=args.cache_memory_mb, checkpoint_every=args.checkpoint_every,
         overwrite=args.overwrite, precision=args.precision,
@@ -86,8 +87,9 @@ def cmd_dissect(args: argparse.Namespace) -> int:
         generator_only = [o for o, v in (("--categories", args.categories),
                                          ("--max-images", args.max_images),
                                          ("--normalize", args.normalize),
-                                         ("--resize", args.resize)) if v]
-        if generator_only:
+                                         ("--resize", args.resize),
+                                         ("--workers", args.workers is not None)) if v]
+        if generator_only:  # samples are generated in the run's own process: no loader
             raise NdcoreError(f"{generator_only[0]} applies to --dataset runs; a generator "
                               "run takes --samples and --seed")
         result = run_generator_dissection(
