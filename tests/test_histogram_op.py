@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from ndcore.ops import (
-    extension_info,
     iou_histogram,
     iou_histogram_reference,
     tally,
@@ -21,12 +20,10 @@ from ndcore.ops import (
     upsample_bilinear,
 )
 from ndcore.ops.reference import _source_weights
+from op_harness import (CPU_KEYS, CUDA_KEYS, LOADED, SAME_DEVICE, assign, cuda, cuda_args,
+                        expect_rejection, needs_ext, needs_gpu, needs_two_gpus, set_label,
+                        to_device)
 
-LOADED = extension_info()["loaded"]
-needs_ext = pytest.mark.skipif(not LOADED, reason="compiled extension ndcore._C not built")
-cuda = pytest.mark.cuda
-needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
-needs_two_gpus = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs")
 INF = float("inf")
 
 
@@ -359,7 +356,6 @@ def test_wrapper_converts_dtypes() -> None:
 # ---------------------------------------------------------------------------- validation
 
 H = "ndcore::iou_histogram: "
-SAME_DEVICE = "; all inputs must be on the same device (the op does not move tensors)"
 NL = 12
 
 
@@ -375,23 +371,6 @@ def edit_edges(fn: Callable[[torch.Tensor], None]) -> Callable[[list], None]:
         a[1] = a[1].clone()
         fn(a[1])
     return edit
-
-
-def set_label(value: int, dtype: torch.dtype = torch.int32) -> Callable[[list], None]:
-    def edit(a: list) -> None:
-        a[2] = a[2].to(dtype)
-        a[2][1, 1, 4, 5] = value
-    return edit
-
-
-def assign(index: int, value) -> Callable[[list], None]:
-    def edit(a: list) -> None:
-        a[index] = value(a) if callable(value) else value
-    return edit
-
-
-def to_device(index: int, device: str) -> Callable[[list], None]:
-    return assign(index, lambda a: a[index].to(device))
 
 
 def _set(e: torch.Tensor, u: int, j: int, value) -> None:
@@ -431,20 +410,12 @@ BAD_DEVICES_META = [
     ("labels on meta", to_device(2, "meta"), H + "labels is on meta but acts is on cpu" + SAME_DEVICE),
     ("acts on meta", to_device(0, "meta"), H + "edges is on cpu but acts is on meta" + SAME_DEVICE),
 ]
-CPU_KEYS = torch._C.DispatchKeySet(torch._C.DispatchKey.CPU)
-CUDA_KEYS = torch._C.DispatchKeySet(torch._C.DispatchKey.CUDA)
 RUNNERS = {
     "cpu-kernel": lambda *a: torch.ops.ndcore.iou_histogram.default.redispatch(CPU_KEYS, *a),
     "dispatcher": lambda *a: torch.ops.ndcore.iou_histogram(*a),
     "reference": iou_histogram_reference,
     "wrapper": iou_histogram,
 }
-
-
-def expect_rejection(run: Callable, args: list, message: str) -> None:
-    with pytest.raises(ValueError) as info:
-        run(*args)
-    assert str(info.value) == message
 
 
 @pytest.mark.parametrize("runner", list(RUNNERS))
@@ -467,10 +438,6 @@ def test_valid_case_accepted() -> None:
 
 
 # ---------------------------------------------------------------------------- CUDA kernel
-
-
-def cuda_args(args, device: str = "cuda") -> list:
-    return [a.to(device) if isinstance(a, torch.Tensor) else a for a in args]
 
 
 def check_cuda(args: tuple, what: str) -> None:

@@ -20,12 +20,10 @@ import torch.nn.functional as F
 
 import ndcore.ops as ops
 from ndcore.ops import extension_info, tally, tally_reference, upsample_bilinear
+from op_harness import (CPU_KEYS, CUDA_KEYS, LOADED, SAME_DEVICE, assign, cuda, cuda_args,
+                        expect_rejection, needs_ext, needs_gpu, needs_two_gpus, set_label,
+                        to_device)
 
-LOADED = extension_info()["loaded"]
-needs_ext = pytest.mark.skipif(not LOADED, reason="compiled extension ndcore._C not built")
-cuda = pytest.mark.cuda
-needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
-needs_two_gpus = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -307,7 +305,6 @@ def test_invalid_inputs_raise() -> None:
 
 NL, NC = 40, 4
 T = "ndcore::tally: "
-SAME_DEVICE = "; all inputs must be on the same device (the op does not move tensors)"
 
 
 def valid_args() -> list:
@@ -319,28 +316,9 @@ def valid_args() -> list:
     return args
 
 
-def set_label(value: int, dtype: torch.dtype = torch.int32) -> Callable[[list], None]:
-    def edit(a: list) -> None:
-        a[2] = a[2].to(dtype)
-        a[2][1, 1, 4, 5] = value
-    return edit
-
-
 def set_category(value: int) -> Callable[[list], None]:
     def edit(a: list) -> None:
         a[3][5] = value
-    return edit
-
-
-def to_device(index: int, device: str) -> Callable[[list], None]:
-    def edit(a: list) -> None:
-        a[index] = a[index].to(device)
-    return edit
-
-
-def assign(index: int, value) -> Callable[[list], None]:
-    def edit(a: list) -> None:
-        a[index] = value(a) if callable(value) else value
     return edit
 
 
@@ -387,8 +365,6 @@ BAD_DEVICES_META = [
     ("acts on meta", to_device(0, "meta"), T + "thresholds is on cpu but acts is on meta" + SAME_DEVICE),
 ]
 
-CPU_KEYS = torch._C.DispatchKeySet(torch._C.DispatchKey.CPU)
-CUDA_KEYS = torch._C.DispatchKeySet(torch._C.DispatchKey.CUDA)
 
 
 def cpu_kernel(*args):
@@ -402,12 +378,6 @@ RUNNERS = {
     "reference": tally_reference,
     "wrapper": tally,
 }
-
-
-def expect_rejection(run: Callable, args: list, message: str) -> None:
-    with pytest.raises(ValueError) as info:
-        run(*args)
-    assert str(info.value) == message
 
 
 @pytest.mark.parametrize("runner", list(RUNNERS))
@@ -541,10 +511,6 @@ def test_cuda_reference_on_gpu_agrees() -> None:
 def test_opcheck_cuda() -> None:
     args = [a.cuda() if isinstance(a, torch.Tensor) else a for a in make_case(n=2, units=3)]
     torch.library.opcheck(torch.ops.ndcore.tally.default, tuple(args))
-
-
-def cuda_args(args: list, device: str = "cuda") -> list:
-    return [a.to(device) if isinstance(a, torch.Tensor) else a for a in args]
 
 
 @cuda
