@@ -93,8 +93,8 @@ def make_extension(nvcc: Path | None):
     # The module, the shared checks, one schema/checks file per op; one kernel file per op and
     # device.
     sources = [str(CSRC / name) for name in (
-        "module.cpp", "checks.cpp", "tally.cpp", "iou_histogram.cpp",
-        "cpu/tally_cpu.cpp", "cpu/iou_histogram_cpu.cpp")]
+        "module.cpp", "checks.cpp", "tally.cpp", "iou_histogram.cpp", "select.cpp",
+        "cpu/tally_cpu.cpp", "cpu/iou_histogram_cpu.cpp", "cpu/select_cpu.cpp")]
     cuda_sources = [str(CSRC / "cuda" / name) for name in (
         "maps_cuda.cu", "tally_cuda.cu", "iou_histogram_cuda.cu")]
     if cuda is None:

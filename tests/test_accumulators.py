@@ -191,23 +191,3 @@ def test_merge_refuses_different_settings():
     ls = LabelSpace(vocabulary())
     with pytest.raises(ValueError, match="different thresholds"):
         TallyCounts(torch.zeros(2), ls).merge(TallyCounts(torch.ones(2), ls))
-
-
-def test_map_peaks_are_shared_and_follow_changes() -> None:
-    import gc
-
-    from ndcore.engine import peaks
-
-    maps = torch.randn(3, 4, 5, 6)
-    first = peaks.map_peaks(maps)
-    assert torch.equal(first, maps.amax(dim=(2, 3)))
-    assert peaks.map_peaks(maps) is first  # computed once per tensor
-    maps[1, 2, 0, 0] = 100.0  # an in-place change is noticed (version counter)
-    again = peaks.map_peaks(maps)
-    assert again[1, 2] == 100.0 and torch.equal(again, maps.amax(dim=(2, 3)))
-    other = maps.clone()  # same values, another tensor: its own entry
-    assert peaks.map_peaks(other) is not again
-    key = id(maps)
-    del maps
-    gc.collect()
-    assert key not in peaks._remembered  # forgotten with the tensor (no stale id reuse)

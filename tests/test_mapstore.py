@@ -28,7 +28,7 @@ def test_read_back_maps_count_exactly(tmp_path, seed, budget):
 
     store = MapStore(tmp_path / "maps", ["L"], memory_budget=budget)
     store.append("L", maps, torch.arange(maps.shape[0]), floor)
-    back = store.dense("L", torch.arange(maps.shape[0]), maps.shape[1], (9, 9),
+    back = store.dense("L", torch.arange(maps.shape[0]), (9, 9),
                        below_threshold_fill(thresholds), "cpu")
     want = tally(maps, thresholds, labels, label_category, 4, 2)
     got = tally(back, thresholds, labels, label_category, 4, 2)
@@ -51,6 +51,6 @@ def test_store_refuses_other_batches(tmp_path):
     store = MapStore(tmp_path / "m", ["L"])
     store.append("L", maps, torch.arange(6), torch.zeros(5))
     fill = torch.full((5,), -9.0)
-    assert store.dense("L", torch.arange(1, 7), 5, (9, 9), fill, "cpu") is None
+    assert store.dense("L", torch.arange(1, 7), (9, 9), fill, "cpu") is None
     assert not store.holds("L", [0, 1, 2])
     assert store.holds("L", list(range(6)))

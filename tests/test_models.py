@@ -113,6 +113,40 @@ def test_capture_is_not_changed_by_later_inplace_ops():
     torch.testing.assert_close(out["0"], expected)  # pre-ReLU values, as the conv produced them
 
 
+def test_capture_copies_only_the_layers_changed_later_and_notices_new_changes():
+    class Sometimes(torch.nn.Module):
+        """ReLUs its input in place only from the third call on."""
+        def __init__(self):
+            super().__init__()
+            self.calls = 0
+
+        def forward(self, x):
+            self.calls += 1
+            return x.relu_() if self.calls >= 3 else x * 1.0
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.ReLU(inplace=True),
+                                torch.nn.Conv2d(4, 4, 1), Sometimes(), torch.nn.Conv2d(4, 2, 1))
+    x = torch.randn(2, 3, 5, 5)
+    with torch.no_grad():
+        before_relu = model[0](x).clone()
+        before_sometimes = model[2](model[1](model[0](x).clone())).clone()
+        model[3].calls = 0
+        fed = []  # what layer 2 reads: layer 1's output
+        model[2].register_forward_pre_hook(lambda m, inputs: fed.append(inputs[0].data_ptr()))
+        with LayerCapture(model, ["0", "1", "2", "4"], stop_early=False) as cap:
+            for call in range(1, 5):
+                out = cap(x)
+                torch.testing.assert_close(out["0"], before_relu)  # changed later: copied
+                torch.testing.assert_close(out["2"], before_sometimes)
+                assert out["4"].data_ptr() != cap.output.data_ptr()  # the result: copied
+                # layer 1 is never changed after it: copied on the first call only
+                assert (out["1"].data_ptr() == fed[-1]) == (call >= 2)
+    assert (before_relu < 0).any() and (before_sometimes < 0).any()  # premises
+    assert model[3].calls == 5  # the third call found layer 2 changed and ran again
+    assert cap._must_copy == {"0", "2", "4"}
+
+
 # -- weights of transformer-era torchvision models, checkpoint wrappers, bad files --------------
 
 

@@ -1,6 +1,6 @@
-// CPU helpers shared by the kernels of ndcore::tally and ndcore::iou_histogram: walking the
-// upsampled pixels of one (image, unit) map that may exceed a threshold, and spreading maps over
-// at::parallel_for workers.
+// CPU helpers shared by the kernels of ndcore::tally and ndcore::iou_histogram (the selection ops
+// use any_above too): walking the upsampled pixels of one (image, unit) map that may exceed a
+// threshold, and spreading maps over at::parallel_for workers.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -44,10 +44,12 @@ struct Axis {
   }
 };
 
-inline float map_max(const float* a, int64_t count) {
-  float m = -std::numeric_limits<float>::infinity();
-  for (int64_t i = 0; i < count; ++i) m = ignore_nan_max(m, a[i]);
-  return m;
+// Whether any of a[0..count) is > t (NaN is not): a branch-free OR the compiler vectorises (a
+// running max with NaN handling is not), so maps with nothing above t cost one fast read.
+inline bool any_above(const float* a, int64_t count, float t) {
+  int32_t any = 0;
+  for (int64_t i = 0; i < count; ++i) any |= a[i] > t;
+  return any != 0;
 }
 
 // Calls fn(y, x, v) for every output pixel of the low-res map `a` ([ay.begin.size(), w]) whose
@@ -59,7 +61,7 @@ inline float map_max(const float* a, int64_t count) {
 template <class Fn>
 NDCORE_ALWAYS_INLINE void for_each_pixel_above(const float* a, int64_t w, const Axis& ay, const Axis& ax,
                                  float t, float skip, float* xa, float* xb, Fn&& fn) {
-  if (!(map_max(a, static_cast<int64_t>(ay.begin.size()) * w) > skip)) return;
+  if (!any_above(a, static_cast<int64_t>(ay.begin.size()) * w, skip)) return;
   for (const int64_t r : ay.used) {
     const float* row0 = a + r * w;
     const float* row1 = a + (r + ay.w[ay.begin[r]].step) * w;

@@ -7,7 +7,7 @@ pass stops right after the last requested layer has run. Each captured output is
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 import torch
 from torch import nn
@@ -81,8 +81,12 @@ class LayerCapture:
     ``cap(x)`` runs the model on ``x`` and returns {layer: maps [B, C, h, w]}, whatever the
     layer's native layout (``cap.layouts`` says which it was; unit k is channel k). The maps are
     contiguous, in ``dtype`` when given (else the layer's own dtype), and never share memory
-    with a tensor the forward pass goes on to use (at most one copy per layer: the layout
-    change, the dtype change and the defensive copy are the same copy).
+    with a tensor that the forward pass changes after the layer, nor with its result (at most
+    one copy per layer: the layout change, the dtype change and the defensive copy are the same
+    copy). The defensive copy is made only where needed: the first call copies every layer and
+    watches the originals (their version counters); later calls copy only the layers whose
+    output the forward pass went on to change in place (e.g. a ReLU(inplace=True) after it), and
+    check the others after every call - a call that finds one changed runs again, copying it.
 
     ``layouts`` declares layouts by layer name or fnmatch pattern (``"features.*": "nhwc"``),
     or is a list of such mappings in priority order (the user's, then the model adapter's);
@@ -124,6 +128,9 @@ class LayerCapture:
         self.output = None
         self._batch: Optional[int] = None
         self._handles: list = []
+        # layers whose output the forward pass changes later (None: not known before one call)
+        self._must_copy: Optional[Set[str]] = None
+        self._watched: Dict[str, Tuple[torch.Tensor, int]] = {}  # tensor, version at capture
 
     def __enter__(self) -> "LayerCapture":
         try:
@@ -159,7 +166,12 @@ class LayerCapture:
                     output = layout.with_nchw(output, result)
             last = len(self.outputs) + 1 == len(self.layers)
             stop = self.stop_early and last
-            self.outputs[name] = _maps(layout.to_nchw(output), self.dtype, copy=not stop)
+            view = layout.to_nchw(output)
+            copy = not stop and (self._must_copy is None or name in self._must_copy
+                                 or view.is_inference())  # (no version counter to watch)
+            self.outputs[name] = _maps(view, self.dtype, copy=copy)
+            if not stop and not view.is_inference():
+                self._watched[name] = (view, view._version)
             if stop:
                 raise _StopForward
             return output if edited else None
@@ -169,6 +181,7 @@ class LayerCapture:
     def __call__(self, x) -> Dict[str, torch.Tensor]:
         self.outputs = {}
         self.output = None
+        self._watched = {}
         self._batch = int(x.shape[0]) if isinstance(x, torch.Tensor) and x.dim() > 0 else None
         try:
             self.output = self.forward(x)
@@ -177,7 +190,23 @@ class LayerCapture:
         missing = [n for n in self.layers if n not in self.outputs]
         if missing:
             raise LayerError(f"layer(s) {', '.join(missing)} did not run in the forward pass")
+        changed = {n for n, (t, version) in self._watched.items() if t._version != version}
+        changed |= self._sharing_the_result()
+        if self._must_copy is None:  # the first call copied every layer: learn which must be
+            self._must_copy = changed
+        elif changed - self._must_copy:  # an uncopied layer was changed after all: again
+            self._must_copy |= changed
+            return self(x)
         return self.outputs
+
+    def _sharing_the_result(self) -> Set[str]:
+        """Layers whose maps share memory with the forward pass's result (which the caller
+        may change)."""
+        if not isinstance(self.output, torch.Tensor) or self.output.is_inference():
+            return set()
+        result = self.output.untyped_storage().data_ptr()
+        return {n for n, (t, _) in self._watched.items()
+                if t.untyped_storage().data_ptr() == result}
 
 
 def _maps(view: torch.Tensor, dtype: Optional[torch.dtype], copy: bool) -> torch.Tensor:

@@ -118,12 +118,14 @@ class KeepMaps:
             return
         tail = self.stats.parts["tail"]
         # early estimates rest on few values: refresh them every batch at first
-        if self._speculative is None or self._age >= min(self.REFRESH, self._batches // 2 + 1):
+        if self._batches == 0 or self._age >= min(self.REFRESH, self._batches // 2 + 1):
             total = self.samples_per_unit(maps, batch)
             rank = math.ceil(self.MARGIN * tail.keep * tail.count / max(total, 1))
-            self._speculative = tail.value_at_rank(min(max(rank, 1), tail.keep))
+            # from a third of the pass on, the estimate is the provable floor: no k-th value
+            self._speculative = tail.value_at_rank(max(rank, 1)) if rank < tail.keep else None
             self._age = 0
         self._age += 1
         self._batches += 1
-        store.append(self.layer, maps, batch.indices, torch.maximum(tail.floor,
-                                                                     self._speculative))
+        floor = tail.floor if self._speculative is None else torch.maximum(tail.floor,
+                                                                          self._speculative)
+        store.append(self.layer, maps, batch.indices, floor)

@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from .peaks import map_peaks
+from ..ops import fill_cells, kept_cells
 
 MAGIC = 0x4E44_4D41_5053_0004  # "NDMAPS" v4 (sparse, int32 positions, floors)
 HEADER = 7  # int64: magic, images, kept maps, h, w, kept values, units
@@ -73,13 +73,8 @@ class MapStore:
         floor = floor.to(maps.device)
         bound = floor - floor.abs() * 2.0 ** -16 - 1e-37
         h, w = maps.shape[2:]
-        # a map has a value above the bound exactly when its peak does (maps are finite)
-        rows, units = (map_peaks(maps) > bound[None, :]).nonzero(as_tuple=True)
-        kept = maps[rows, units].float()  # [K, h, w]
-        # every corner of a cell that has a corner above the bound: a 3x3 dilation
-        needed = dilate3x3(kept > bound[units, None, None])
-        positions = needed.reshape(-1).nonzero()[:, 0].to(torch.int32)  # < 2^31 per batch
-        values = kept.reshape(-1)[positions]
+        # every corner of a cell that has a corner above the bound: its 3x3 neighbourhood
+        rows, units, positions, values = kept_cells(maps, bound)
         indices = indices.to("cpu", torch.int64)
         floor = floor.to("cpu", torch.float32)
         nbytes = values.numel() * 8 + rows.numel() * 16
@@ -119,7 +114,7 @@ class MapStore:
             return False
         return thresholds is None or bool((entry[2] <= thresholds.to("cpu")).all())
 
-    def dense(self, layer: str, indices: torch.Tensor, num_units: int, map_size: Tuple[int, int],
+    def dense(self, layer: str, indices: torch.Tensor, map_size: Tuple[int, int],
               fill: torch.Tensor, device) -> Optional[torch.Tensor]:
         """The maps of probe ``indices`` as [B, U, h, w], or None when the store does not hold
         exactly that batch. Maps that were not kept are set to ``fill`` [U], a value safely
@@ -130,16 +125,10 @@ class MapStore:
             return None
         record = entry[0]
         h, w = map_size
-        out = fill.to(device, torch.float32).view(1, -1, 1, 1).expand(
-            indices.numel(), num_units, h, w).clone()
         rows, units, positions, values, rh, rw = self._load(layer, record, device)
-        if rows.numel():
-            if (rh, rw) != (h, w):
-                return None
-            kept = fill.to(device, torch.float32)[units][:, None].expand(-1, h * w).clone()
-            kept.view(-1)[positions.long()] = values
-            out[rows, units] = kept.view(-1, h, w)
-        return out
+        if rows.numel() and (rh, rw) != (h, w):
+            return None
+        return fill_cells(rows, units, positions, values, fill.to(device), indices.numel(), h, w)
 
     def _load(self, layer: str, record: Record, device):
         if len(record) > 1:
@@ -151,7 +140,7 @@ class MapStore:
                                      np.frombuffer(f.read(8 * HEADER), np.int64))
         f.seek(8 * n_img + 4 * nu, os.SEEK_CUR)
         header = np.frombuffer(f.read(8 * n), dtype=np.int32).reshape(2, -1).astype(np.int64)
-        positions = np.frombuffer(f.read(4 * nv), dtype=np.int32).astype(np.int64)
+        positions = np.frombuffer(f.read(4 * nv), dtype=np.int32)
         values = np.frombuffer(f.read(4 * nv), dtype=np.float32)
         as_tensor = lambda a: torch.from_numpy(a.copy()).to(device)  # noqa: E731
         return (as_tensor(header[0]), as_tensor(header[1]), as_tensor(positions),
@@ -205,17 +194,6 @@ class MapStore:
         self._files = {}
         self._index = {l: {} for l in self.layers}
         self.bytes_in_memory = 0
-
-
-def dilate3x3(mask: torch.Tensor) -> torch.Tensor:
-    """bool [K, h, w] -> True where any of the 3x3 neighbourhood is (separable ORs)."""
-    out = mask.clone()
-    out[:, 1:] |= mask[:, :-1]
-    out[:, :-1] |= mask[:, 1:]
-    rows = out.clone()
-    out[:, :, 1:] |= rows[:, :, :-1]
-    out[:, :, :-1] |= rows[:, :, 1:]
-    return out
 
 
 def default_memory_budget(device: torch.device) -> int:

@@ -343,8 +343,8 @@ class TwoPasses:
                     return run(batch)
                 if not from_stream:
                     batch = labels.get(batch.indices, batch.images, self.device)
-                maps = {l: store.dense(l, batch.indices, fills[l].numel(),
-                                       self.cursor.map_sizes[l], fills[l], self.device)
+                maps = {l: store.dense(l, batch.indices, self.cursor.map_sizes[l], fills[l],
+                                       self.device)
                         for l in self.todo}
                 return maps, batch
 

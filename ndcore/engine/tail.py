@@ -12,9 +12,8 @@ from typing import Dict, List
 import torch
 
 from ..data.probe import ProbeBatch
-from ..ops import upsample_bilinear
+from ..ops import upsample_bilinear, values_above
 from .accumulator import check_mergeable
-from .peaks import map_peaks
 
 
 def tail_size(count: int, quantile: float) -> int:
@@ -69,22 +68,12 @@ class TopTail:
         self.add_values(maps.transpose(0, 1).reshape(maps.shape[1], -1))
 
     def _add_above_floor(self, maps: torch.Tensor) -> None:
-        """Once a floor exists, only the maps whose peak exceeds their unit's floor can hold
-        candidates: read those (unit-major, so each unit's candidates are contiguous) rather
-        than every value of the batch."""
-        b, u, h, w = maps.shape
+        """Once a floor exists, only the values above it can enter the tail: the selection op
+        picks them, grouped by unit, in one read of the batch."""
+        b, _, h, w = maps.shape
         self.count += b * h * w
-        floor = self.floor.to(maps.device)
-        units, rows = (map_peaks(maps) > floor[None, :]).t().nonzero(as_tuple=True)
-        if units.numel() == 0:
-            return
-        candidates = maps[rows, units].reshape(units.numel(), h * w).to(self.device,
-                                                                         torch.float32)
-        units = units.to(self.device)
-        above = candidates > self.floor[units, None]
-        counts = torch.zeros(self.num_units, dtype=torch.int32, device=self.device)
-        counts.index_add_(0, units, above.sum(1, dtype=torch.int32))
-        self._append_candidates(_select(candidates, above), counts)
+        values, counts = values_above(maps, self.floor.to(maps.device))
+        self._append_candidates(values.to(self.device), counts.to(self.device))
 
     def _append_candidates(self, values: torch.Tensor, counts: torch.Tensor) -> None:
         """Values above the floor, grouped by unit (unit-major), ``counts`` [U] of them."""
@@ -107,9 +96,7 @@ class TopTail:
             raise ValueError(f"TopTail: expected {self.num_units} units, got {values.shape[0]}")
         self.count += values.shape[1]
         if self._tail.shape[1] == self.keep:  # a floor exists: only values above it matter
-            above = values > self.floor[:, None]
-            return self._append_candidates(_select(values, above),
-                                           above.sum(1, dtype=torch.int32))
+            return self._append_candidates(*values_above(values[None, :, None, :], self.floor))
         self._push(values)
 
     def _push(self, values: torch.Tensor) -> None:
@@ -157,12 +144,12 @@ class TopTail:
                 f"TopTail kept {self.keep} values per unit but quantile {quantile} of "
                 f"{self.count} samples needs {needed}"
             )
-        tail = self.tail().double()
         low, frac = _virtual_index(self.count, 1.0 - quantile)
-        # Ascending position `low` is descending rank count - 1 - low.
+        # Ascending position `low` is descending rank count - 1 - low (0-based); two k-th values
+        # instead of sorting the whole tail.
         r_low = self.count - 1 - low
-        a = tail[:, r_low]
-        b = tail[:, max(r_low - 1, 0)]
+        a = self.value_at_rank(r_low + 1).double()
+        b = self.value_at_rank(max(r_low - 1, 0) + 1).double()
         return _lerp(a, b, frac).float()
 
     def merge(self, other: "TopTail") -> None:
@@ -189,12 +176,6 @@ class TopTail:
         full = self._tail.shape[1] == self.keep
         self.floor = self._tail[:, -1].clone() if full else torch.full(
             (self.num_units,), -math.inf, device=self.device)
-
-
-def _select(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``values[mask]`` in row-major order (bool sums and bool indexing are slow on the CPU;
-    one nonzero and a take are not)."""
-    return values.reshape(-1)[mask.reshape(-1).nonzero().squeeze(1)]
 
 
 def _lerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:

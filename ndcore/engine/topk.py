@@ -14,7 +14,6 @@ import torch
 
 from ..data.probe import ProbeBatch
 from .accumulator import check_mergeable
-from .peaks import map_peaks
 
 
 def _top_by_value_then_index(values: torch.Tensor, indices: torch.Tensor, k: int):
@@ -56,7 +55,7 @@ class TopKImages:
 
     def add(self, maps: torch.Tensor, batch: ProbeBatch) -> None:
         maps = maps.detach()
-        peak = map_peaks(maps).t().float().cpu()  # [U, B]
+        peak = maps.amax(dim=(2, 3)).t().float().cpu()  # [U, B]
         units = torch.arange(self.num_units)
         if self.values.shape[1] == self.k:  # only units that a map of this batch can enter
             units = (peak >= self.values[:, -1:]).any(1).nonzero()[:, 0]

@@ -1,5 +1,5 @@
-"""The fused ops tally and iou_histogram: loading of the compiled extension, fake (meta) kernels,
-dispatch.
+"""The compiled ops: the fused tally and iou_histogram (fake kernels and dispatch here) and the
+selection ops values_above, kept_cells and fill_cells (select.py).
 
 ``tally(...)`` and ``iou_histogram(...)`` run ``torch.ops.ndcore.*`` (C++ on the CPU, CUDA on
 GPUs) when the compiled extension ``ndcore._C`` is importable, and otherwise the pure-PyTorch
@@ -11,43 +11,19 @@ raise ValueError, like the ops themselves.
 
 from __future__ import annotations
 
-import os
-import warnings
-from typing import Any, Dict, Optional
-
 import torch
 
 from .checks import check_iou_histogram_args, check_tally_args
+from .extension import REQUIRE_ENV, _C, extension_info
 from .reference import TallyOutput, iou_histogram_reference, tally_reference, upsample_bilinear
+from .select import (fill_cells, fill_cells_reference, kept_cells, kept_cells_reference,
+                     values_above, values_above_reference)
 
 __all__ = ["tally", "tally_reference", "iou_histogram", "iou_histogram_reference",
-           "upsample_bilinear", "extension_info", "TallyOutput"]
+           "upsample_bilinear", "extension_info", "TallyOutput", "values_above",
+           "values_above_reference", "kept_cells", "kept_cells_reference", "fill_cells",
+           "fill_cells_reference", "REQUIRE_ENV"]
 
-REQUIRE_ENV = "NDCORE_REQUIRE_EXTENSION"
-
-
-def _load_extension() -> tuple[Optional[Any], Optional[str]]:
-    """Imports ndcore._C (which registers torch.ops.ndcore.*); returns (module, error)."""
-    try:
-        from ndcore import _C  # type: ignore[attr-defined]
-    except ImportError as exc:
-        error = f"{type(exc).__name__}: {exc}"
-        if os.environ.get(REQUIRE_ENV, "") not in ("", "0"):
-            raise ImportError(
-                f"ndcore: the compiled extension ndcore._C is required ({REQUIRE_ENV} is set) "
-                f"but could not be imported: {error}"
-            ) from exc
-        warnings.warn(
-            f"ndcore: compiled extension ndcore._C not available ({error}); falling back to the "
-            "slow pure-PyTorch ops. Build it with `pip install --no-build-isolation -e .`.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        return None, error
-    return _C, None
-
-
-_C, _LOAD_ERROR = _load_extension()
 
 if _C is not None:
 
@@ -68,20 +44,6 @@ if _C is not None:
     def _iou_histogram_fake(acts, edges, labels, num_labels):
         check_iou_histogram_args(acts, edges, labels, num_labels)
         return acts.new_empty((acts.shape[1], num_labels, edges.shape[1]), dtype=torch.int64)
-
-
-def extension_info() -> Dict[str, Any]:
-    """What was compiled: loaded, error (import error or None), cuda, openmp, cuda_version."""
-    if _C is None:
-        return {"loaded": False, "error": _LOAD_ERROR, "cuda": False, "openmp": False,
-                "cuda_version": None}
-    return {
-        "loaded": True,
-        "error": None,
-        "cuda": bool(_C.compiled_with_cuda()),
-        "openmp": bool(_C.compiled_with_openmp()),
-        "cuda_version": _C.cuda_version() or None,
-    }
 
 
 def _as_float32(t: torch.Tensor) -> torch.Tensor:

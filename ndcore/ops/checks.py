@@ -172,3 +172,84 @@ def check_iou_histogram_values(edges: torch.Tensor, labels: torch.Tensor, num_la
         raise ValueError(f"{IOU_HISTOGRAM}: edges must be finite")
     if not bool((edges[:, 1:] > edges[:, :-1]).all()):
         raise ValueError(f"{IOU_HISTOGRAM}: edges must be strictly increasing along each unit")
+
+
+VALUES_ABOVE = "ndcore::values_above"
+KEPT_CELLS = "ndcore::kept_cells"
+
+
+def check_select_args(op: str, maps: torch.Tensor, floor: torch.Tensor, floor_name: str) -> None:
+    """csrc/select.cpp's check_select_inputs (values_above: ``floor``; kept_cells: ``bound``)."""
+    check_same_device(op, [("maps", maps), (floor_name, floor)])
+    if maps.dim() != 4:
+        raise ValueError(f"{op}: maps must be [B, U, h, w], got shape {shape_str(maps)}")
+    if floor.dim() != 1 or floor.shape[0] != maps.shape[1]:
+        raise ValueError(f"{op}: {floor_name} must have shape [{maps.shape[1]}], got shape "
+                         f"{shape_str(floor)}")
+    if maps.dtype != torch.float32:
+        raise ValueError(f"{op}: maps must be float32, got {dtype_name(maps.dtype)}")
+    if floor.dtype != torch.float32:
+        raise ValueError(f"{op}: {floor_name} must be float32, got {dtype_name(floor.dtype)}")
+    if op == KEPT_CELLS and maps.numel() > _INT32_MAX:
+        raise ValueError(f"{op}: maps has {maps.numel()} values but kept cells are numbered with "
+                         f"int32 (at most {_INT32_MAX}); use smaller batches")
+
+
+FILL_CELLS = "ndcore::fill_cells"
+
+
+def check_fill_cells_args(rows: torch.Tensor, units: torch.Tensor, positions: torch.Tensor,
+                          values: torch.Tensor, fill: torch.Tensor, num_images: int, h: int,
+                          w: int) -> None:
+    """The structural checks of csrc/select.cpp's check_fill_cells_inputs (no value read)."""
+    op = FILL_CELLS
+    check_same_device(op, [("rows", rows), ("units", units), ("positions", positions),
+                           ("values", values), ("fill", fill)])
+    if rows.dim() != 1 or units.dim() != 1 or rows.shape[0] != units.shape[0]:
+        raise ValueError(f"{op}: rows and units must be 1-d and of one length, got shapes "
+                         f"{shape_str(rows)} and {shape_str(units)}")
+    if positions.dim() != 1 or values.dim() != 1 or positions.shape[0] != values.shape[0]:
+        raise ValueError(f"{op}: positions and values must be 1-d and of one length, got shapes "
+                         f"{shape_str(positions)} and {shape_str(values)}")
+    if fill.dim() != 1:
+        raise ValueError(f"{op}: fill must be [U], got shape {shape_str(fill)}")
+    if num_images < 0 or h < 0 or w < 0:
+        raise ValueError(f"{op}: num_images, h and w must be >= 0, got {num_images}, {h}, {w}")
+    n_kept, n_units = rows.shape[0], fill.shape[0]
+    cells = n_kept * h * w
+    if n_kept > num_images * n_units:
+        raise ValueError(f"{op}: {n_kept} kept maps but only {num_images} x {n_units} maps")
+    if cells > _INT32_MAX:
+        raise ValueError(f"{op}: {n_kept} kept maps of {h}x{w} have more cells than int32 "
+                         "positions number")
+    if rows.dtype != torch.int64 or units.dtype != torch.int64:
+        raise ValueError(f"{op}: rows and units must be int64, got {dtype_name(rows.dtype)} and "
+                         f"{dtype_name(units.dtype)}")
+    if positions.dtype != torch.int32:
+        raise ValueError(f"{op}: positions must be int32, got {dtype_name(positions.dtype)}")
+    if values.dtype != torch.float32 or fill.dtype != torch.float32:
+        raise ValueError(f"{op}: values and fill must be float32, got {dtype_name(values.dtype)} "
+                         f"and {dtype_name(fill.dtype)}")
+
+
+def check_fill_cells_values(rows: torch.Tensor, units: torch.Tensor, positions: torch.Tensor,
+                            fill: torch.Tensor, num_images: int, h: int, w: int) -> None:
+    """The value checks of fill_cells (after check_fill_cells_args): each kept map once and in
+    (row, unit) order, each cell once and in range."""
+    op = FILL_CELLS
+    n_kept, n_units = rows.shape[0], fill.shape[0]
+    cells = n_kept * h * w
+    if n_kept:
+        if not bool(((rows >= 0) & (rows < num_images)).all()):
+            raise ValueError(f"{op}: rows must lie in [0, {num_images})")
+        if not bool(((units >= 0) & (units < n_units)).all()):
+            raise ValueError(f"{op}: units must lie in [0, {n_units})")
+        keys = rows * n_units + units
+        if not bool((keys[1:] > keys[:-1]).all()):
+            raise ValueError(f"{op}: kept maps must be distinct and in (row, unit) order")
+    if positions.numel():
+        lo, hi = int(positions.min()), int(positions.max())
+        if lo < 0 or hi >= cells:
+            raise ValueError(f"{op}: positions must lie in [0, {cells}), got [{lo}, {hi}]")
+        if not bool((positions[1:] > positions[:-1]).all()):
+            raise ValueError(f"{op}: positions must be strictly increasing")
