@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <bit>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -55,13 +56,16 @@ std::tuple<at::Tensor, at::Tensor> values_above_cpu(const at::Tensor& maps,
   });
   at::Tensor counts = at::empty({n_units}, maps.options().dtype(at::kLong));
   int64_t* c = counts.data_ptr<int64_t>();
-  int64_t total = 0;
-  for (int64_t u = 0; u < n_units; ++u) total += c[u] = static_cast<int64_t>(per_unit[u].size());
-  at::Tensor values = at::empty({total}, maps.options());
+  int64_t most = 0;
+  for (int64_t u = 0; u < n_units; ++u) {
+    c[u] = static_cast<int64_t>(per_unit[u].size());
+    most = std::max(most, c[u]);
+  }
+  at::Tensor values =
+      at::full({n_units, most}, -std::numeric_limits<float>::infinity(), maps.options());
   float* v = values.data_ptr<float>();
-  for (const auto& unit : per_unit) {
-    if (!unit.empty()) std::memcpy(v, unit.data(), unit.size() * sizeof(float));
-    v += unit.size();
+  for (int64_t u = 0; u < n_units; ++u) {
+    if (c[u]) std::memcpy(v + u * most, per_unit[u].data(), c[u] * sizeof(float));
   }
   return {values, counts};
 }

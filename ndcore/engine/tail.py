@@ -69,25 +69,10 @@ class TopTail:
 
     def _add_above_floor(self, maps: torch.Tensor) -> None:
         """Once a floor exists, only the values above it can enter the tail: the selection op
-        picks them, grouped by unit, in one read of the batch."""
+        picks them, by unit, in one read of the batch."""
         b, _, h, w = maps.shape
         self.count += b * h * w
-        values, counts = values_above(maps, self.floor.to(maps.device))
-        self._append_candidates(values.to(self.device), counts.to(self.device))
-
-    def _append_candidates(self, values: torch.Tensor, counts: torch.Tensor) -> None:
-        """Values above the floor, grouped by unit (unit-major), ``counts`` [U] of them."""
-        most = int(counts.max())
-        if most == 0:
-            return
-        counts = counts.long()
-        starts = torch.cumsum(counts, 0) - counts
-        rows = torch.repeat_interleave(torch.arange(self.num_units, device=self.device),
-                                       counts)
-        cols = torch.arange(rows.numel(), device=self.device) - starts[rows]
-        block = torch.full((self.num_units, most), -math.inf, device=self.device)
-        block[rows, cols] = values
-        self._push(block)
+        self._push(values_above(maps, self.floor.to(maps.device))[0].to(self.device))
 
     def add_values(self, values: torch.Tensor) -> None:
         """Add samples [U, n] (every unit gets the same number of samples)."""
@@ -96,11 +81,13 @@ class TopTail:
             raise ValueError(f"TopTail: expected {self.num_units} units, got {values.shape[0]}")
         self.count += values.shape[1]
         if self._tail.shape[1] == self.keep:  # a floor exists: only values above it matter
-            return self._append_candidates(*values_above(values[None, :, None, :], self.floor))
+            return self._push(values_above(values[None, :, None, :], self.floor)[0])
         self._push(values)
 
     def _push(self, values: torch.Tensor) -> None:
         """Queue a block [U, n] of candidates (-inf padded) and compact when due."""
+        if values.shape[1] == 0:
+            return  # (nothing above the floor)
         if values.shape[1] > self.keep:  # only a block's own top `keep` can be in the stream's
             values = values.topk(self.keep, dim=1, sorted=False).values
         self._pending.append(values + 0.0)  # -0.0 -> +0.0

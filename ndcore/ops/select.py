@@ -5,9 +5,10 @@ The first two take maps [B, U, h, w] and a per-unit value [U] (float32, on one d
 the few percent of the maps above it:
 
 ``values_above(maps, floor) -> (values, counts)``
-    ``values`` [N] float32: every map value ``maps[b, u, y, x] > floor[u]``, grouped by unit
-    (unit-major), and within a unit in (b, y, x) order; ``counts`` [U] int64: how many per unit.
-    The quantile tail's candidates (engine/tail.py). Values are returned as stored (-0.0 stays).
+    ``counts`` [U] int64: how many map values ``maps[b, u, y, x] > floor[u]`` each unit has;
+    ``values`` [U, max(counts)] float32: row u holds unit u's, in (b, y, x) order, then -inf
+    (which is above no floor, so the padding is never a value). The quantile tail's candidates
+    (engine/tail.py). Values are returned as stored (-0.0 stays).
 
 ``kept_cells(maps, bound) -> (rows, units, positions, values)``
     The kept maps: the (b, u) pairs, in (b, u) order, whose map has a value ``> bound[u]``, as
@@ -29,6 +30,7 @@ rejects the same inputs (checks.check_select_args, the mirror of csrc/select.cpp
 
 from __future__ import annotations
 
+import math
 from typing import Tuple
 
 import torch
@@ -45,7 +47,11 @@ def values_above_reference(maps: torch.Tensor,
     b, u, h, w = maps.shape
     by_unit = maps.transpose(0, 1).reshape(u, b * h * w)
     above = by_unit > floor[:, None]
-    return by_unit[above], above.sum(1)
+    counts = above.sum(1)
+    values = torch.full((u, int(counts.max()) if u else 0), -math.inf, device=maps.device)
+    rows, _ = above.nonzero(as_tuple=True)
+    values[rows, (above.cumsum(1) - 1)[above]] = by_unit[above]
+    return values, counts
 
 
 def kept_cells_reference(maps: torch.Tensor, bound: torch.Tensor
@@ -83,8 +89,9 @@ if _C is not None:
     @torch.library.register_fake("ndcore::values_above")
     def _values_above_fake(maps, floor):
         check_select_args(VALUES_ABOVE, maps, floor, "floor")
-        n = torch.library.get_ctx().new_dynamic_size()
-        return maps.new_empty((n,)), maps.new_empty((maps.shape[1],), dtype=torch.int64)
+        most = torch.library.get_ctx().new_dynamic_size()
+        return (maps.new_empty((maps.shape[1], most)),
+                maps.new_empty((maps.shape[1],), dtype=torch.int64))
 
     @torch.library.register_fake("ndcore::kept_cells")
     def _kept_cells_fake(maps, bound):
