@@ -57,7 +57,19 @@ class ProbeBatch:
         return (self.indices, self.images, self.labels, self.image_labels, self.annotated)
 
     def to(self, device, non_blocking: bool = False) -> "ProbeBatch":
+        if all(t.device == torch.device(device) for t in self.tensors()):
+            return self  # (keeps what label_counts remembered)
         return ProbeBatch(*(t.to(device, non_blocking=non_blocking) for t in self.tensors()))
+
+    def label_counts(self, num_ids: int) -> torch.Tensor:
+        """int64 [num_ids]: the pixels of each label-space id over all label planes. Computed
+        once per batch: every layer's counts need it."""
+        counts = self.__dict__.get("_label_counts")
+        if counts is None or counts.shape[0] != num_ids:
+            labels = self.labels.reshape(-1).long()
+            counts = torch.bincount(labels, minlength=num_ids)[:num_ids]
+            self.__dict__["_label_counts"] = counts
+        return counts
 
     @property
     def label_size(self) -> tuple:

@@ -64,8 +64,7 @@ class TallyCounts:
                                                ls.num_ids, ls.num_groups)
         self.num_images += area.shape[0]
         self.intersection += intersection
-        labels = batch.labels.reshape(-1).long()
-        self.truth += torch.bincount(labels, minlength=ls.num_ids)[: ls.num_ids]
+        self.truth += batch.label_counts(ls.num_ids)
         self.truth[0] = 0
 
         # Image-level labels cover the whole image.

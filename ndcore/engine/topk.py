@@ -43,6 +43,8 @@ class TopKImages:
     and, with ``keep_images`` (images that exist nowhere else: a generator's samples), the
     images themselves (uint8, small)."""
 
+    PRUNE_EVERY = 16  # batches between two sweeps of the images no unit shows any more
+
     def __init__(self, num_units: int, k: int, keep_images: bool = False) -> None:
         if k < 1:
             raise ValueError("TopKImages: k must be >= 1")
@@ -50,8 +52,10 @@ class TopKImages:
         self.values = torch.full((num_units, 0), -math.inf)
         self.indices = torch.zeros((num_units, 0), dtype=torch.int64)
         self.maps: Optional[torch.Tensor] = None  # float16 [U, k', h, w]
-        # keep_images: probe index -> uint8 [3, H, W], for the indices some unit shows
+        # keep_images: probe index -> uint8 [3, H, W], for the indices some unit shows (and, for
+        # at most PRUNE_EVERY batches, some that no unit shows any more)
         self.images: Dict[int, torch.Tensor] = {}
+        self._adds_since_prune = 0
 
     def add(self, maps: torch.Tensor, batch: ProbeBatch) -> None:
         maps = maps.detach()
@@ -89,9 +93,13 @@ class TopKImages:
                 rows = [i for i, index in enumerate(batch.indices.tolist()) if index in entering]
                 small = _small(batch.images[rows])
                 self.images.update({int(batch.indices[r]): small[j] for j, r in enumerate(rows)})
-            self._prune_images()
+            self._adds_since_prune += 1
+            if self._adds_since_prune >= self.PRUNE_EVERY:
+                self._prune_images()
 
     def _prune_images(self) -> None:
+        """Forget the images no unit shows any more."""
+        self._adds_since_prune = 0
         shown = set(self.indices.reshape(-1).tolist())
         for index in [i for i in self.images if i not in shown]:
             del self.images[index]
@@ -122,6 +130,7 @@ class TopKImages:
         """Canonical: the kept images stacked by ascending probe index."""
         if not self.keep_images:
             return {"image_indices": None, "images": None}
+        self._prune_images()
         order = sorted(self.images)
         stacked = torch.stack([self.images[i] for i in order]) if order else None
         return {"image_indices": torch.tensor(order, dtype=torch.int64), "images": stacked}
