@@ -175,6 +175,30 @@ def test_topk_equals_a_sort_of_every_map_when_few_units_change_per_batch():
         assert int(image[0, 0, 0]) == index % 256
 
 
+def test_topk_takes_every_map_that_enters_even_when_units_differ_in_how_many():
+    """Once full, a batch is narrowed to the maps that can enter; units that take 3, 1 and 0
+    new maps from one batch (the premise), with ties at the k-th value, equal a full sort."""
+    k = 3
+    top = TopKImages(3, k)
+    first = torch.tensor([[5.0, 5.0, 5.0], [4.0, 4.0, 4.0], [3.0, 3.0, 3.0]])  # [B, U]
+    second = torch.tensor([[9.0, 1.0, 0.0], [8.0, 3.0, 0.0], [7.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
+    batches = [(first, [10, 11, 12]), (second, [0, 1, 2, 13])]
+    peaks_by_index = {}
+    for peaks, idx in batches:
+        maps = peaks[:, :, None, None].expand(-1, -1, 2, 2).contiguous()
+        before = top.indices.clone()
+        top.add(maps, ProbeBatch(torch.tensor(idx), torch.zeros(len(idx), 0, 0, 0), None, None,
+                                 None))
+        peaks_by_index.update({i: peaks[r] for r, i in enumerate(idx)})
+    entered = [len(set(top.indices[u].tolist()) - set(before[u].tolist())) for u in range(3)]
+    assert entered == [3, 1, 0]  # premise: 3 (all), 1 (a tie at the k-th value, lower index), 0
+    for u in range(3):
+        ranked = sorted(peaks_by_index, key=lambda i: (-float(peaks_by_index[i][u]), i))[:k]
+        assert top.indices[u].tolist() == ranked
+        assert torch.equal(top.maps[u, :, 0, 0], torch.stack([peaks_by_index[i][u]
+                                                              for i in ranked]).half())
+
+
 def test_tail_state_has_canonical_width():
     a, b = TopTail(2, 5), TopTail(2, 5)
     a.add_values(torch.arange(12, dtype=torch.float32).view(2, 6))

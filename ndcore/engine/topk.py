@@ -61,24 +61,32 @@ class TopKImages:
         maps = maps.detach()
         peak = maps.amax(dim=(2, 3)).t().float().cpu()  # [U, B]
         units = torch.arange(self.num_units)
-        if self.values.shape[1] == self.k:  # only units that a map of this batch can enter
-            units = (peak >= self.values[:, -1:]).any(1).nonzero()[:, 0]
+        cols = torch.arange(peak.shape[1]).expand(self.num_units, -1)  # batch rows considered
+        if self.values.shape[1] == self.k:  # only what can enter: a peak >= the k-th value
+            can_enter = peak >= self.values[:, -1:]
+            per_unit = can_enter.sum(1)
+            units = per_unit.nonzero()[:, 0]
             if units.numel() == 0:
                 return
+            # A unit's `width` largest peaks hold all of its peaks that can enter (the others
+            # are below the k-th value, so below every one that can).
+            width = int(per_unit.max())
+            cols = peak[units].topk(width, dim=1).indices if width < peak.shape[1] else \
+                cols[units]
         whole = units.numel() == self.num_units
         old_width = self.values.shape[1]
-        values = torch.cat([self.values[units], peak[units]], 1)
-        batch_ids = batch.indices.cpu().view(1, -1).expand(units.numel(), -1)
+        values = torch.cat([self.values[units], peak[units].gather(1, cols)], 1)
+        batch_ids = batch.indices.cpu()[cols]
         indices = torch.cat([self.indices[units], batch_ids], 1)
         pos = _top_by_value_then_index(values, indices, self.k)
-        unit_of = units.view(-1, 1).expand_as(pos)
         kept = torch.empty(*pos.shape, *maps.shape[2:], dtype=torch.float16)
-        old = pos < old_width
-        if bool(old.any()):
-            kept[old] = self.maps[unit_of[old], pos[old]]
-        new = ~old  # copy only the maps that enter, not the whole batch
-        rows = (pos[new] - old_width).to(maps.device)
-        kept[new] = maps[rows, unit_of[new].to(maps.device)].to("cpu", torch.float16)
+        old_r, old_c = (pos < old_width).nonzero(as_tuple=True)
+        if old_r.numel():
+            kept[old_r, old_c] = self.maps[units[old_r], pos[old_r, old_c]]
+        new_r, new_c = (pos >= old_width).nonzero(as_tuple=True)
+        new_rows = cols[new_r, pos[new_r, new_c] - old_width]  # copy only the maps that enter
+        kept[new_r, new_c] = maps[new_rows.to(maps.device), units[new_r].to(maps.device)].to(
+            "cpu", torch.float16)
         if whole:
             self.values, self.indices = values.gather(1, pos), indices.gather(1, pos)
             self.maps = kept
@@ -87,7 +95,7 @@ class TopKImages:
             self.indices[units] = indices.gather(1, pos)
             self.maps[units] = kept
         if self.keep_images:
-            entering = set(batch_ids[0, (pos[new] - old_width).cpu()].tolist())
+            entering = set(batch.indices.cpu()[new_rows].tolist())
             entering -= set(self.images)
             if entering:
                 rows = [i for i, index in enumerate(batch.indices.tolist()) if index in entering]
