@@ -1,7 +1,6 @@
 """Image and label-plane decoding: torchvision.io where it applies, PIL otherwise, the same
 pixels and the same errors either way."""
 
-import io
 
 import numpy as np
 import pytest
@@ -10,7 +9,6 @@ from PIL import Image
 from broden_fixture import encode_plane, write_broden
 from ndcore.data import decode
 from ndcore.data.broden import BrodenDataset
-from ndcore.errors import DatasetError
 
 
 def pil_rgb(path):

@@ -2,10 +2,7 @@
 when the distributed run is killed and resumed (with 2 processes, or with 1)."""
 
 import json
-import os
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest

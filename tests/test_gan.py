@@ -160,7 +160,7 @@ def test_bad_intervention_is_one_line(planted_run, args, message):
 
 
 def test_segmenter_labels_outside_its_vocabulary_are_refused(tmp_path):
-    from ndcore.gan.segmenters import ColorSegmenter, Segmentation
+    from ndcore.gan.segmenters import ColorSegmenter
 
     class Broken(ColorSegmenter):
         def segment(self, images):

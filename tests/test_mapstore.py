@@ -1,7 +1,6 @@
 """Kept maps read back give exactly the counts of the original maps, though only the values
 around those above the floor are stored (the rest reads back far below the threshold)."""
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F

@@ -9,7 +9,6 @@ from typing import Callable
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from ndcore.ops import (fill_cells, fill_cells_reference, kept_cells, kept_cells_reference,
                         values_above, values_above_reference)

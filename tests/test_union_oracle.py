@@ -7,7 +7,6 @@ takes primary categories within S - and counts image by image, unit by unit. The
 agree both when it is run fresh with ``categories=S`` and when a full run is relabelled to S.
 """
 
-import itertools
 
 import numpy as np
 import pytest

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 from ..errors import NdcoreError
 from .args import csv_list, parse_ints, parse_size

@@ -202,7 +202,7 @@ class SourceView(ProbeSource):
             cats = list(item.plane_categories) if item.plane_categories is not None else \
                 [None] * planes.shape[0]
             if len(cats) == planes.shape[0]:
-                keep, new_cats, kept_planes = [], [], []
+                new_cats, kept_planes = [], []
                 for j, c in enumerate(cats):
                     wanted, new = category(c)
                     if not wanted:

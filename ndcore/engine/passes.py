@@ -36,7 +36,6 @@ from .mapstore import MapStore, below_threshold_fill, default_memory_budget
 from .options import DissectOptions
 from .scratch import ScratchDir
 from .stage import Stage
-from .stream import BatchGrid
 from .tail import TopTail, tail_size
 from .topk import TopKImages
 

@@ -16,14 +16,14 @@ import platform
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import torch
 
 from .. import __version__
 from ..data.labelspace import LabelSpace
-from ..data.probe import ProbeItem, ProbeSource
+from ..data.probe import ProbeSource
 from ..errors import DatasetError, NdcoreError
 from ..models import ModelAdapter, sha256_of
 from ..ops import extension_info
