@@ -166,9 +166,8 @@ def test_fill_cells_with_nothing_kept_and_empty_batches() -> None:
         assert fill_cells(*none, fill, 0, 2, 2, use_reference=reference).shape == (0, 2, 2, 2)
 
 
+@needs_ext
 def test_thread_count_does_not_change_results() -> None:
-    if not LOADED:
-        pytest.skip("compiled extension ndcore._C not built")
     g = torch.Generator().manual_seed(4)
     maps = torch.randn(16, 40, 9, 9, generator=g)
     floor = torch.full((40,), 1.5)

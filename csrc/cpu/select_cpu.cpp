@@ -1,8 +1,8 @@
 // CPU kernels of ndcore::values_above, ndcore::kept_cells and ndcore::fill_cells (semantics:
 // ndcore/ops/select.py).
 //
-// The first two read each map once and keep a few percent of it. Work is split over contiguous ranges
-// (of units, or of maps in (row, unit) order); each range collects its output in its own
+// The first two read each map once and keep a few percent of it. Work is split over contiguous
+// ranges (of units, or of maps in (row, unit) order); each range collects its output in its own
 // buffers, which are then concatenated in range order, so the result is the same for any number
 // of threads.
 #include <ATen/ATen.h>

@@ -49,6 +49,9 @@ class ProbeBatch:
     labels: torch.Tensor  # int32 [B, P, sh, sw] (planes zero-padded to the batch's maximum)
     image_labels: torch.Tensor  # int64 [B, Q] label-space ids (zero-padded)
     annotated: torch.Tensor  # bool [B, C]
+    # label_counts(), once computed (every layer's counts need it)
+    _label_counts: Optional[torch.Tensor] = field(default=None, init=False, repr=False,
+                                                  compare=False)
 
     def pin_memory(self) -> "ProbeBatch":
         return ProbeBatch(*(t.pin_memory() for t in self.tensors()))
@@ -64,12 +67,10 @@ class ProbeBatch:
     def label_counts(self, num_ids: int) -> torch.Tensor:
         """int64 [num_ids]: the pixels of each label-space id over all label planes. Computed
         once per batch: every layer's counts need it."""
-        counts = self.__dict__.get("_label_counts")
-        if counts is None or counts.shape[0] != num_ids:
+        if self._label_counts is None or self._label_counts.shape[0] != num_ids:
             labels = self.labels.reshape(-1).long()
-            counts = torch.bincount(labels, minlength=num_ids)[:num_ids]
-            self.__dict__["_label_counts"] = counts
-        return counts
+            self._label_counts = torch.bincount(labels, minlength=num_ids)[:num_ids]
+        return self._label_counts
 
     @property
     def label_size(self) -> tuple:

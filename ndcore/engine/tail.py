@@ -63,26 +63,22 @@ class TopTail:
         """Add a batch of maps [B, U, h, w] (upsampled to the label size first if asked)."""
         if self.upsampled:
             maps = upsample_bilinear(maps, batch.label_size)
-        elif self._tail.shape[1] == self.keep:
-            return self._add_above_floor(maps)
-        self.add_values(maps.transpose(0, 1).reshape(maps.shape[1], -1))
-
-    def _add_above_floor(self, maps: torch.Tensor) -> None:
-        """Once a floor exists, only the values above it can enter the tail: the selection op
-        picks them, by unit, in one read of the batch."""
-        b, _, h, w = maps.shape
-        self.count += b * h * w
-        self._push(values_above(maps, self.floor.to(maps.device))[0].to(self.device))
+        self._add_maps(maps.detach())
 
     def add_values(self, values: torch.Tensor) -> None:
         """Add samples [U, n] (every unit gets the same number of samples)."""
-        values = values.detach().to(self.device, torch.float32)
-        if values.shape[0] != self.num_units:
-            raise ValueError(f"TopTail: expected {self.num_units} units, got {values.shape[0]}")
-        self.count += values.shape[1]
-        if self._tail.shape[1] == self.keep:  # a floor exists: only values above it matter
-            return self._push(values_above(values[None, :, None, :], self.floor)[0])
-        self._push(values)
+        self._add_maps(values.detach()[None, :, None, :])
+
+    def _add_maps(self, maps: torch.Tensor) -> None:
+        """B * h * w samples of each unit from maps [B, U, h, w]. Once a floor exists, only the
+        values above it can enter the tail: the selection op picks them, by unit, in one read."""
+        b, units, h, w = maps.shape
+        if units != self.num_units:
+            raise ValueError(f"TopTail: expected {self.num_units} units, got {units}")
+        self.count += b * h * w
+        if self._tail.shape[1] == self.keep:
+            return self._push(values_above(maps, self.floor.to(maps.device))[0].to(self.device))
+        self._push(maps.transpose(0, 1).reshape(units, -1).to(self.device, torch.float32))
 
     def _push(self, values: torch.Tensor) -> None:
         """Queue a block [U, n] of candidates (-inf padded) and compact when due."""

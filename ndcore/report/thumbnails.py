@@ -70,38 +70,27 @@ def write_thumbnails(run_dir, source, result, kept: Optional[Dict[int, np.ndarra
         return counts
     folder = Path(run_dir) / FOLDER
     folder.mkdir(parents=True, exist_ok=True)
-    def save(index: int) -> None:
-        image = load(index)
-        problem = image_problem(image)
-        if problem:
-            raise ValueError(problem)
-        im = Image.fromarray(image)
-        if im.height > height:
-            im = im.resize((max(1, round(im.width * height / im.height)), height),
-                           Image.BILINEAR)
-        # Written in place, not through a temporary file: a run killed here is not complete,
-        # and finishing it writes every thumbnail again.
-        im.save(thumbnail_path(run_dir, index), quality=QUALITY)
-
-    def outcome(index: int) -> Optional[Exception]:
-        try:
-            save(index)
-            return None
-        except Exception as e:  # a plugin's load_image may raise anything
-            return e
-
-    # One thread: for report-sized images PIL's Python overhead, which holds the GIL, costs as
-    # much as the encoding, and threads measured slower (2,453 64x64 images: 0.33 s serial,
-    # 0.5-0.8 s with 2 or 4 threads).
-    outcomes = [outcome(index) for index in wanted]
     first_failure = None
-    for index, error in zip(wanted, outcomes):
-        if error is None:
+    for index in wanted:
+        try:
+            image = load(index)
+            problem = image_problem(image)
+            if problem:
+                raise ValueError(problem)
+            im = Image.fromarray(image)
+            if im.height > height:
+                im = im.resize((max(1, round(im.width * height / im.height)), height),
+                               Image.BILINEAR)
+            # Written in place, not through a temporary file: a run killed here is not
+            # complete, and finishing it writes every thumbnail again. One thread: PIL's
+            # per-image Python holds the GIL, and threads measured slower (2,453 64x64 images:
+            # 0.33 s serially, 0.5-0.8 s with 2 or 4 threads).
+            im.save(thumbnail_path(run_dir, index), quality=QUALITY)
             counts["kept"] += 1
-            continue
-        counts["failed"] += 1
-        if first_failure is None:
-            first_failure = f"image {index}: {one_line(error)}"
+        except Exception as e:  # a plugin's load_image may raise anything
+            counts["failed"] += 1
+            if first_failure is None:
+                first_failure = f"image {index}: {one_line(e)}"
     if counts["failed"]:
         log.warning("%d of %d top images without a file could not be kept for the report "
                     "(first: %s); the report draws them as grey masks",
