@@ -8,9 +8,8 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from .hookspecs import hookimpl  # noqa: E402  (plugins import it from here)
+from .hookspecs import hookimpl  # plugins import it from here
+from .version import __version__
 
 __all__ = ["__version__", "hookimpl", "dissect", "dissect_generator", "load_result", "edit",
            "Ablate", "Insert", "intervene"]
@@ -23,8 +22,8 @@ def dissect(model, layers, dataset, out=None, *, weights=None, random_init=False
     ``model`` is a spec (``torchvision:resnet18``, ``python:file.py:factory``, ``demo``), a
     :class:`~ndcore.models.ModelAdapter` or an ``nn.Module``; ``dataset`` a spec
     (``broden:DIR``, ``synthetic``) or a ProbeSource. ``options`` are the fields of
-    :class:`~ndcore.engine.DissectOptions` (union, quantile, cutoff, categories, thresholds,
-    quantile_on, batch_size, device, workers, topk, max_images).
+    :class:`~ndcore.engine.DissectOptions`, one per ``ndcore dissect`` run flag, with the same
+    defaults (``quantile=0.01`` for ``--quantile 0.01``) except ``workers`` (0 here).
     """
     from .api import run_dissection
 
@@ -45,11 +44,11 @@ def dissect_generator(model, layers, segmenter, out=None, *, samples=1000, seed=
 def __getattr__(name):
     # Interventions, imported on first use: ``with ndcore.edit(G, {"main.8": Ablate([3])})``.
     if name in ("edit", "Ablate", "Insert"):
-        from .gan import edits
+        from .gan.editing import edits
 
         return getattr(edits, name)
     if name == "intervene":
-        from .gan.api import intervene
+        from .gan.editing.api import intervene
 
         return intervene
     raise AttributeError(f"module 'ndcore' has no attribute {name!r}")

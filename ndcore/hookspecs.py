@@ -12,12 +12,9 @@ A plugin is a module (or object) with functions marked ``@ndcore.hookimpl``, fou
 return a :class:`ndcore.plugin_api.ModelAdapter`; dataset factories get a
 :class:`ndcore.plugin_api.DatasetRequest` and return a :class:`ndcore.plugin_api.ProbeSource`.
 
-Every hook of this kind is listed in :data:`ADAPTER_HOOKS`: adding a kind of adapter is one
-hookspec below plus one entry there (the plugin manager, ``ndcore plugins`` and the lookup of
-``NAME:TARGET`` specs take the rest from the table).
+Each hook is one kind of adapter in ``ndcore.plugins.kinds.ADAPTER_KINDS``: adding a kind is
+one hookspec below plus one entry there, with the check of what its factories return.
 """
-
-from typing import Dict
 
 import pluggy
 
@@ -53,11 +50,3 @@ def ndcore_register_segmenters(register):
     looked up (``ndcore dissect --segmenter NAME[:TARGET]``).
     """
 
-
-# kind of adapter -> the hook that registers it. The kind names the adapter in messages
-# ("model adapter 'tinycnn'") and in `ndcore plugins`.
-ADAPTER_HOOKS: Dict[str, str] = {
-    "model": "ndcore_register_models",
-    "dataset": "ndcore_register_datasets",
-    "segmenter": "ndcore_register_segmenters",
-}

@@ -11,7 +11,7 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -21,7 +21,7 @@ from .errors import NdcoreError
 # Presets, on RGB values in [0, 255]: x = (rgb - mean) / std.
 NORMALIZE_PRESETS: Dict[str, Tuple[Tuple[float, ...], Tuple[float, ...]]] = {
     "imagenet": ((0.485 * 255, 0.456 * 255, 0.406 * 255), (0.229 * 255, 0.224 * 255, 0.225 * 255)),
-    # NetDissect-Lite: one std for all channels (METHOD.md section 3).
+    # NetDissect-Lite: one std for all channels (docs/method.md section 8).
     "netdissect": ((124.6901, 118.6897, 109.5388), (57.12, 57.12, 57.12)),
     "none": ((0.0, 0.0, 0.0), (255.0, 255.0, 255.0)),  # just scale to [0, 1]
 }
@@ -109,6 +109,18 @@ def sha256_of(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def state_sha256(model: ModelAdapter) -> str:
+    """sha256 of the module's parameters and buffers (weights that came from no file: a
+    python factory, seeded random init), so that a changed model is a different run."""
+    h = hashlib.sha256()
+    for name, tensor in model.module.state_dict().items():
+        h.update(name.encode())
+        h.update(str(tuple(tensor.shape)).encode() + str(tensor.dtype).encode())
+        h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+                 if tensor.numel() else b"")
+    return "state:" + h.hexdigest()
 
 
 # Keys under which checkpoints keep a model's state dict (Lightning, torchvision's and timm's
@@ -265,3 +277,21 @@ def apply_weights(module: nn.Module, request: ModelRequest, spec: str) -> Option
     warnings.warn(f"{spec}: using RANDOMLY INITIALISED weights (--random-init)", stacklevel=2)
     return None
 
+
+def check_model_adapter(adapter: Any) -> Optional[str]:
+    """A model factory's result must be a ModelAdapter around an nn.Module."""
+    if not isinstance(adapter, ModelAdapter):
+        hint = " (wrap it: ModelAdapter(spec, module))" if isinstance(adapter, nn.Module) else ""
+        return f"returned {type(adapter).__name__}, not a ndcore.plugin_api.ModelAdapter{hint}"
+    if not isinstance(adapter.spec, str) or not adapter.spec:
+        return f"returned a ModelAdapter whose spec is {adapter.spec!r}, not a non-empty string"
+    if not isinstance(adapter.module, nn.Module):
+        return f"returned a ModelAdapter whose module is {type(adapter.module).__name__}, not an nn.Module"
+    if not isinstance(adapter.preprocess, Preprocess):
+        return (f"returned a ModelAdapter whose preprocess is {type(adapter.preprocess).__name__}, not a "
+                "ndcore.plugin_api.Preprocess")
+    size = adapter.input_size
+    if not (isinstance(size, (tuple, list)) and len(size) == 2
+            and all(isinstance(v, int) and v > 0 for v in size)):
+        return f"returned a ModelAdapter whose input_size is {size!r}, not (height, width)"
+    return None

@@ -11,10 +11,11 @@ import torch
 from ndcore.data.labelspace import LabelSpace
 from ndcore.data.probe import ProbeBatch
 from ndcore.data.vocabulary import Vocabulary
-from ndcore.engine.counts import TallyCounts
 from ndcore.engine.layerstats import PassStats
-from ndcore.engine.tail import TopTail, tail_size
-from ndcore.engine.topk import TopKImages
+from ndcore.engine.statistics import Statistic
+from ndcore.engine.statistics.counts import TallyCounts
+from ndcore.engine.statistics.tail import TopTail, tail_size
+from ndcore.engine.statistics.topk import TopKImages
 
 UNITS, H, W, SH, SW = 4, 3, 3, 6, 6
 
@@ -50,20 +51,19 @@ def make_batches(n_images, seed):
 
 
 def make_stats(ls, n_images, thresholds):
+    """A pass's statistics of layer "L": its tail, top images and counts (rows of our own: in a
+    run, a layer has either a tail or counts in pass 1)."""
     keep = tail_size(n_images * H * W, 0.05)
-
-    def make(layer, maps, batch):
-        return {"tail": TopTail(UNITS, keep), "topk": TopKImages(UNITS, 4, keep_images=True),
-                "counts": TallyCounts(thresholds, ls)}
-
-    def from_state(name, state):
-        acc = {"tail": lambda: TopTail(state["num_units"], state["keep"]),
-               "topk": lambda: TopKImages(state["num_units"], state["k"], True),
-               "counts": lambda: TallyCounts(torch.as_tensor(state["thresholds"]), ls)}[name]()
-        acc.load_state_dict(state)
-        return acc
-
-    return lambda: PassStats(["L"], make, from_state)
+    rows = [
+        Statistic("tail", TopTail, (1,), make=lambda *_: TopTail(UNITS, keep),
+                  restore=lambda run, state: TopTail(state["num_units"], state["keep"])),
+        Statistic("topk", TopKImages, (1,), make=lambda *_: TopKImages(UNITS, 4, keep_images=True),
+                  restore=lambda run, state: TopKImages(state["num_units"], state["k"], True)),
+        Statistic("counts", TallyCounts, (1,), make=lambda *_: TallyCounts(thresholds, ls),
+                  restore=lambda run, state: TallyCounts(torch.as_tensor(state["thresholds"]),
+                                                         ls)),
+    ]
+    return lambda: PassStats(["L"], rows, run=None)
 
 
 def serialise(state) -> bytes:

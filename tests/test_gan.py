@@ -113,7 +113,7 @@ def test_latents_depend_on_seed_and_index_only():
 
 
 def test_context_manager_edits_and_restores():
-    from ndcore.gan.edits import Ablate
+    from ndcore.gan.editing.edits import Ablate
 
     gen = ndcore.api.resolve_model(PLANTED).module
     z = latents(range(8), (12, 1, 1), 0)
@@ -160,7 +160,7 @@ def test_bad_intervention_is_one_line(planted_run, args, message):
 
 
 def test_segmenter_labels_outside_its_vocabulary_are_refused(tmp_path):
-    from ndcore.gan.segmenters import ColorSegmenter
+    from ndcore.data.segmenters import ColorSegmenter
 
     class Broken(ColorSegmenter):
         def segment(self, images):
@@ -201,7 +201,7 @@ def test_report_of_a_generator_run_has_curves_strips_and_interventions(tmp_path)
 def test_best_iou_histograms_equal_a_direct_computation():
     """The run's IoU histograms against the reference op on every sample's maps at once."""
     from ndcore.capture import LayerCapture
-    from ndcore.gan.segmenters import ColorSegmenter
+    from ndcore.data.segmenters import ColorSegmenter
     from ndcore.ops import iou_histogram_reference
 
     result = ndcore.dissect_generator(PLANTED, ["units"], "colors", samples=90, seed=4,

@@ -378,7 +378,7 @@ def test_vector_and_small_maps_warn_at_dissection_time(probe):
     text = " ".join(str(w.message) for w in record)
     assert "is a vector layer" in text and "whole image" in text
     assert "12 images x 1x1 = 12 values per unit" in text and "at least 4000 images" in text
-    assert map_notes("l", Layout("nchw"), (14, 14), images=2000) == []
+    assert map_notes("l", Layout("nchw"), (14, 14), images=2000, quantile=0.005) == []
     assert "1x1 maps" in map_notes("l", Layout("nchw"), (1, 1))[0]
 
 
@@ -396,18 +396,18 @@ def test_layout_option_is_checked_before_any_work(probe):
 
 
 def test_describe_layers_shows_layouts_units_and_flags():
-    rows = {r.name: r for r in describe_layers(swin(), (32, 32))}
+    rows = {r.name: r for r in describe_layers(swin(), (32, 32), quantile=0.005)}
     r = rows["features.1"]
     assert r.shape == (1, 8, 8, 8) and str(r.layout) == "nhwc" and r.units == 8
     assert r.map_size == (8, 8)
     assert rows["head"].note.startswith("1x1: whole-image masks")
     assert not rows["features.1.0.attn.qkv"].dissectable  # never runs as a module
-    rows = {r.name: r for r in describe_layers(vit(), (32, 32))}
+    rows = {r.name: r for r in describe_layers(vit(), (32, 32), quantile=0.005)}
     assert str(rows["encoder.layers.encoder_layer_1"].layout) == "tokens:skip=1:grid=4x4"
     assert rows["encoder.layers.encoder_layer_1"].note == "few pixels: needs >= 250 images"
     assert rows["conv_proj"].note == "few pixels: needs >= 250 images"
     assert "returns a tuple" in rows["encoder.layers.encoder_layer_0.self_attention"].problem
-    rows = {r.name: r for r in describe_layers(swin(), (64, 64))}
+    rows = {r.name: r for r in describe_layers(swin(), (64, 64), quantile=0.005)}
     assert rows["features.1"].note == "" and rows["features.3"].note == ""  # 16x16, 8x8
 
 

@@ -20,9 +20,9 @@ from PIL import Image
 
 import ndcore
 from ndcore.errors import NdcoreError
-from ndcore.gan.edit_file import decode_mask, encode_mask, make_edit
-from ndcore.gan.edits import Ablate, box_mask
-from ndcore.gan.intervene import generate, unit_edit
+from ndcore.gan.editing.edit_file import decode_mask, encode_mask, make_edit
+from ndcore.gan.editing.edits import Ablate, box_mask
+from ndcore.gan.editing.intervene import generate, unit_edit
 from ndcore.paint.server import Painter, encode_request, host_allowed, allowed_names, \
     start_server
 from planted_generator import COLORS, NAMES
@@ -263,26 +263,66 @@ def test_masks_round_trip_through_run_lengths():
     assert encode_mask(corner)["rle"][:2] == [0, 1]
 
 
-def test_the_dcgan_through_the_page_matches_the_python_path(tmp_path):
+def dcgan_by_hand() -> torch.nn.Module:
+    """gan-face-generate's Generator with the weights its wheel ships (saved on CUDA)."""
+    import gan_face_generate
+    from gan_face_generate.models import Generator
+
+    generator = Generator(ngpu=0, nc=3, nz=100, ngf=64)
+    weights = Path(gan_face_generate.__file__).parent / "weights.tar"
+    state = torch.load(weights, map_location="cpu", weights_only=True)["netG_state_dict"]
+    generator.load_state_dict(state, strict=True)
+    return generator.eval()
+
+
+def dcgan_sample_by_hand(generator, seed, edit_after=None, units=(), values=(),
+                         cells=None) -> torch.Tensor:
+    """uint8 [3, 64, 64]: sample 0 of ``seed`` (z from numpy's PCG64 seeded with (seed, 0)),
+    the Sequential run child by child; after child ``edit_after``, ``units`` are set to
+    ``values`` in ``cells`` (bool [h, w]) of its output."""
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, 0])))
+    x = torch.from_numpy(rng.standard_normal((1, 100, 1, 1), dtype=np.float32))
+    with torch.no_grad():
+        for index, child in enumerate(generator.main):
+            x = child(x)
+            if index == edit_after:
+                x = x.clone()
+                for unit, value in zip(units, values):
+                    x[0, unit][cells] = value
+    return ((x[0] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)  # tanh's [-1, 1] -> 0..255
+
+
+@pytest.mark.slow
+def test_the_dcgan_through_the_page_matches_a_hand_written_forward(tmp_path):
     run = tmp_path / "faces"
     ndcore.dissect_generator("dcgan-faces", ["main.8"], "colors", run, samples=200, seed=0,
                              batch_size=50)
     painter = Painter(run, "main.8")
     concept = painter.concepts[0]["name"]
+    saved = ndcore.load_result(run)["main.8"]
+    c = saved.vocabulary.label_names.index(concept)
+    top6 = sorted(range(saved.num_units), key=lambda u: (-saved.iou[u, c], u))[:6]
     region = torch.zeros(64, 64, dtype=torch.bool)
-    region[8:40, 20:44] = True
+    region[10:39, 22:43] = True  # not on the cell grid: the border cells are partly covered
+    cells = region.reshape(16, 4, 16, 4).any(3).any(1)  # main.8 is 16x16: 4x4 pixels a cell
+    generator = dcgan_by_hand()
+    unedited = dcgan_sample_by_hand(generator, 11)
     url, stop = start_server(painter)
     try:
         with httpx.Client(base_url=url, timeout=60) as client:
+            sample = client.get("/api/sample", params={"seed": 11}).json()
+            assert torch.equal(png_pixels(sample["image"]), unedited)
             for mode in ("insert", "ablate"):
                 data = post(client, encode_request(11, mode, concept, region, k=6)).json()
-                units = data["edit"]["units"]
-                lr = painter.layer
-                expected = generate(painter.run, [0], 11, {"main.8": unit_edit(
-                    lr, units, mode == "ablate", None, region)})[0]
+                assert data["edit"]["units"] == top6  # the concept's top 6 units by IoU
+                values = [0.0] * 6 if mode == "ablate" else \
+                    [float(saved.thresholds[u]) for u in top6]  # inserted at their thresholds
+                assert data["edit"]["values"] == values
+                # main.8 is the ReLU after the third block: the edit goes between children 8 and 9
+                expected = dcgan_sample_by_hand(generator, 11, 8, top6, values, cells)
                 after = png_pixels(data["image"])
                 assert torch.equal(after, expected)
-                assert not torch.equal(after, generate(painter.run, [0], 11)[0])
+                assert not torch.equal(after, unedited)
                 replay = ndcore.intervene(run, edit=data["edit"])["images"]["after"][0]
                 assert torch.equal(replay, after)
     finally:

@@ -130,7 +130,7 @@ def pixels(data_url) -> torch.Tensor:
 def blob_seed(run):
     """A seed whose red blob is wide enough to keep red far right of a stroke on its left, and
     that stroke's columns and rows."""
-    from ndcore.gan.intervene import generate
+    from ndcore.gan.editing.intervene import generate
     from test_paint import colour
 
     for seed in range(1000):
@@ -181,9 +181,9 @@ def page(tmp_path_factory):
 
 
 def test_remove_red_inside_the_stroke_only(browser, page, tmp_path):
-    from ndcore.gan.edit_file import load_edit, render
-    from ndcore.gan.edits import cells_of
-    from ndcore.gan.intervene import generate
+    from ndcore.gan.editing.edit_file import load_edit, render
+    from ndcore.gan.editing.edits import cells_of
+    from ndcore.gan.editing.intervene import generate
     from run_fixture import ndcore as run_ndcore
     from test_paint import colour
 

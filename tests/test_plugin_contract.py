@@ -397,24 +397,24 @@ def test_clashing_adapters_are_reachable_by_distribution(site, clash_site):
         from ndcore.plugins import get_plugin_manager
 
         pm = get_plugin_manager()
-        reg, target = pm.resolve("model", "torchvision:resnet18")
+        reg, target = pm.find("model", "torchvision:resnet18")
         assert reg.builtin and reg.distribution == "ndcore" and target == "resnet18"
-        reg, target = pm.resolve("model", "evil-plugin:torchvision:resnet18")
+        reg, target = pm.find("model", "evil-plugin:torchvision:resnet18")
         assert reg.distribution == "evil-plugin" and target == "resnet18"
-        reg, target = pm.resolve("dataset", "ndcore-testkit:blobs:n=5")
+        reg, target = pm.find("dataset", "ndcore-testkit:blobs:n=5")
         assert reg.plugin == "ndtest" and target == "n=5"
         with pytest.raises(PluginError) as err:
-            pm.resolve("dataset", "blobs:n=5")
+            pm.find("dataset", "blobs:n=5")
         assert str(err.value) == (
             "dataset adapter 'blobs' is registered by several plugins (ndtest from "
             "ndcore-testkit, evil-plugin:torchvision from evil-plugin); say which: "
             "ndcore-testkit:blobs:n=5 or evil-plugin:blobs:n=5")
-        source = pm.build_dataset("ndcore-testkit:blobs:n=5", None)
+        source, _ = pm.resolve("dataset", "ndcore-testkit:blobs:n=5", None)
         assert source.info.spec == "ndcore-testkit:blobs:n=5,mixed=0"  # rebuilds the same
         with pytest.raises(PluginError, match="no model adapter 'crashmodel'.*plugins that "
                                               "failed to load: crashy_plugin"):
-            pm.resolve("model", "crashmodel")
-        assert pm.resolve("dataset", "crashdata")[0].plugin == "crashy_plugin"
+            pm.find("model", "crashmodel")
+        assert pm.find("dataset", "crashdata")[0].plugin == "crashy_plugin"
 
 
 # -- 3. factories that raise or return the wrong type ------------------------------------------
@@ -695,8 +695,8 @@ def test_hooks_go_through_pluggy_once_per_process():
     pm.register(Early(), name="early")
     pm.register(Raising(), name="raising")
     for _ in range(3):
-        assert pm.build_model("early:x", None).spec == "early:x"
-        assert pm.build_model("late", None).spec == "late:"
+        assert pm.resolve("model", "early:x", None)[0].spec == "early:x"
+        assert pm.resolve("model", "late", None)[0].spec == "late:"
         pm.plugin_infos()
     # tryfirst, then the others (raising: it raises, so the call stops there), then trylast;
     # the call is made again without the plugin that raised, and never after that
@@ -706,11 +706,11 @@ def test_hooks_go_through_pluggy_once_per_process():
     assert infos["early"].models == ["early"] and infos["late"].models == ["late"]
     assert infos["raising"].error == "ndcore_register_models raised RuntimeError: hook broke"
     assert infos["raising"].models == [] and infos["raising"].datasets == ["kept"]
-    assert pm.resolve("model", "early")[0].description == "first"
-    assert pm.build_dataset("kept:y", None).info.spec == "memory"
+    assert pm.find("model", "early")[0].description == "first"
+    assert pm.resolve("dataset", "kept:y", None)[0].info.spec == "memory"
     pm.unregister("early")  # the tables are rebuilt without it
     with pytest.raises(PluginError, match="no model adapter 'early'"):
-        pm.build_model("early", None)
+        pm.resolve("model", "early", None)
 
 
 def test_register_refuses_bad_names_and_says_so():
@@ -723,7 +723,7 @@ def test_register_refuses_bad_names_and_says_so():
 
     pm = PluginManager(load_entry_points=False)
     pm.register(Bad(), name="bad")
-    assert list(pm.models()) == ["ok"]
+    assert [r.name for r in pm.adapters("model")] == ["ok"]
     assert pm.infos["bad"].notes == [
         "register('has:colon', ...): a name is letters, digits and _ . + - (no ':' or spaces)",
         "register('fine', ...): the factory 'not callable' is not callable"]
@@ -738,13 +738,13 @@ def test_reference_documents_every_public_name_and_field():
     import dataclasses
 
     import ndcore.plugin_api as api
-    from ndcore.hookspecs import ADAPTER_HOOKS
+    from ndcore.plugins import ADAPTER_KINDS
 
     text = DOCS.read_text()
     for name in api.__all__:
         assert f"`{name}" in text or name in text, name
-    for hook in ADAPTER_HOOKS.values():
-        assert f"`{hook}(register)`" in text
+    for kind in ADAPTER_KINDS.values():
+        assert f"`{kind.hook}(register)`" in text
     for cls in (api.ProbeItem, api.ModelAdapter, api.Preprocess, api.Vocabulary,
                 api.ProbeSourceInfo, api.DatasetRequest, api.ModelRequest):
         for f in dataclasses.fields(cls):

@@ -105,15 +105,66 @@ class InProcessPlugin:
 def test_register_use_unregister_in_process():
     pm = PluginManager(load_entry_points=False)
     pm.register(InProcessPlugin(), name="inproc")
-    adapter = pm.build_model("dummy:abc", None)
+    adapter = pm.resolve("model", "dummy:abc", None)[0]
     assert adapter.spec == "dummy:abc"
     assert [i.models for i in pm.plugin_infos()] == [["dummy"]]
     pm.unregister("inproc")
     with pytest.raises(PluginError, match="no model adapter 'dummy'"):
-        pm.build_model("dummy:abc", None)
+        pm.resolve("model", "dummy:abc", None)[0]
 
 
 def test_unknown_adapter_suggests():
     pm = PluginManager()
     with pytest.raises(PluginError, match="did you mean: torchvision"):
-        pm.build_model("torchvison:resnet18", None)
+        pm.resolve("model", "torchvison:resnet18", None)
+
+
+class TwinPlugin:
+    """One class registered as two plugins: each registration names its own plugin."""
+
+    def __init__(self, tag):
+        self.tag = tag
+
+    @hookimpl
+    def ndcore_register_models(self, register):
+        from torch import nn
+
+        register("twin", lambda target, request: ModelAdapter(f"{self.tag}:{target}",
+                                                              nn.Identity()))
+
+
+class SilentlyBroken:
+    @hookimpl
+    def ndcore_register_models(self):  # takes no register, and raises
+        raise RuntimeError("no register")
+
+
+def test_each_registration_names_its_plugin():
+    pm = PluginManager(load_entry_points=False)
+    pm.register(TwinPlugin("a"), name="a", distribution="dist-a")
+    pm.register(TwinPlugin("b"), name="b", distribution="dist-b")
+    pm.register(SilentlyBroken(), name="broken")
+    assert [(r.plugin, r.qualified) for r in pm.adapters("model")] == [
+        ("a", "dist-a:twin"), ("b", "dist-b:twin")]
+    assert pm.resolve("model", "dist-b:twin:x", None)[0].spec == "b:x"
+    with pytest.raises(PluginError, match="say which: dist-a:twin:x or dist-b:twin:x"):
+        pm.find("model", "twin:x")
+    assert pm.infos["broken"].error == "ndcore_register_models raised RuntimeError: no register"
+
+
+def test_building_the_parser_imports_neither_plugins_nor_torch():
+    code = ("import sys; from ndcore.cli import build_parser; build_parser(); "
+            "print([m for m in ('torch', 'ndcore.plugins', 'ndcore_builtins') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_adapter_help_is_listed_when_shown(monkeypatch):
+    import argparse
+
+    from ndcore.cli import adapter_help
+
+    monkeypatch.setattr(adapter_help, "adapter_listing", lambda kind: f"{kind}s (100% of them)")
+    parser = argparse.ArgumentParser(formatter_class=adapter_help.AdapterHelpFormatter)
+    adapter_help.add_adapter_option(parser, "--model", "model", help="a spec")
+    assert "a spec. Installed: models (100% of them)" in " ".join(parser.format_help().split())

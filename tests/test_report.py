@@ -20,7 +20,7 @@ from ndcore.api import run_dissection
 from ndcore.data.broden import BrodenDataset
 from ndcore.errors import LayerError, NdcoreError, OutputError
 from ndcore.report import compare_runs, explain_image, write_report
-from ndcore.report.commands import register_commands
+from ndcore.cli.report import register as register_commands
 from ndcore.report.common import layer_slugs
 from ndcore.results import DissectionResult
 

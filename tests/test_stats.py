@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from ndcore.engine.tail import TopTail, tail_size
-from ndcore.engine.topk import TopKImages
+from ndcore.engine.statistics.tail import TopTail, tail_size
+from ndcore.engine.statistics.topk import TopKImages
 from ndcore.data.probe import ProbeBatch
 
 

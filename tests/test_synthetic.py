@@ -21,6 +21,10 @@ from ndcore.data.synthetic import (
     generate,
     render_sample,
 )
+from ndcore.data.synthetic.canvas import _Grid
+from ndcore.data.synthetic.sample import _nearest_rows
+from ndcore.data.synthetic.scenes import _SCENE_DRAW
+from ndcore.data.synthetic.surfaces import _texture_mask
 
 SMALL = dict(size=24, seed=3, image_size=64, label_size=32)
 
@@ -95,10 +99,10 @@ def test_render_sample_deterministic_and_shaped():
 
 @pytest.mark.parametrize("size", [32, 112])
 def test_every_scene_and_texture_draws(size):
-    grid = synthetic._Grid.make(size)
-    assert list(synthetic._SCENE_DRAW) == list(synthetic.SCENES)
+    grid = _Grid.make(size)
+    assert list(_SCENE_DRAW) == list(synthetic.SCENES)
     means = []
-    for name, draw in synthetic._SCENE_DRAW.items():
+    for name, draw in _SCENE_DRAW.items():
         img = draw(grid, np.random.default_rng(5))
         assert img.shape == (size, size, 3) and np.isfinite(img).all(), name
         assert img.min() >= -10 and img.max() <= 275, name  # clipped to 0..255 later
@@ -108,7 +112,7 @@ def test_every_scene_and_texture_draws(size):
     dist = np.linalg.norm(means[:, None] - means[None], axis=-1) + 1e3 * np.eye(len(means))
     assert dist.min() > 3
     for name in synthetic.TEXTURES:
-        mask = synthetic._texture_mask(name, grid, np.random.default_rng(5))
+        mask = _texture_mask(name, grid, np.random.default_rng(5))
         assert mask.shape == (size, size) and 0.1 < mask.mean() < 0.9, name
 
 
@@ -126,7 +130,7 @@ def test_scenes_are_rare_and_all_occur():
 
 def test_color_plane_names_the_rendered_pixels():
     s = render_sample(np.random.default_rng(11), 64, 32)
-    rows = synthetic._nearest_rows(64, 32)
+    rows = _nearest_rows(64, 32)
     names = color_name_of_rgb(s.image[np.ix_(rows, rows)])
     expected = np.array([LABEL_ID[n] for n in COLOR_NAMES])[names]
     assert np.array_equal(s.planes["color"][0], expected)

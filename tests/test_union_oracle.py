@@ -1,5 +1,5 @@
-"""The engine's counts against a brute-force numpy oracle written from METHOD.md (sections 1-2),
-for the three union conventions and for category subsets.
+"""The engine's counts against a brute-force numpy oracle written from docs/method.md
+(sections 4-6), for the three union conventions and for category subsets.
 
 The oracle knows nothing of ndcore's label space, op or counts: for a category subset S it does
 what a fresh NetDissect run restricted to S does - reads only S's planes and image-level labels,

@@ -1,4 +1,4 @@
-"""The three union conventions against a hand-computed example (METHOD.md section 2).
+"""The three union conventions against a hand-computed example (docs/method.md section 5).
 
 One unit, 2x2 maps at the label resolution (no interpolation), threshold 0.5.
 Labels: a (object), b (object and part; primary part), s (scene, image-level).

@@ -32,8 +32,9 @@ class LayerInfo:
 
 
 def describe_layers(model: nn.Module, input_size=(224, 224), layouts: LayoutArg = None,
-                    device="cpu", quantile: float = 0.005) -> List[LayerInfo]:
-    """One row per module, in the order the modules first ran (modules that never ran last)."""
+                    device="cpu", *, quantile: float) -> List[LayerInfo]:
+    """One row per module, in the order the modules first ran (modules that never ran last);
+    the notes flag maps too small to threshold at top quantile ``quantile``."""
     modules = {name: m for name, m in model.named_modules() if name}
     declared = declared_layouts(model, list(modules), *spec_list(layouts))
     rows: dict = {}

@@ -270,9 +270,9 @@ def decide(name: str, output, declared: Optional[Declaration] = None,
 
 
 def map_notes(layer: str, layout: Layout, size: Tuple[int, int], images: Optional[int] = None,
-              quantile: float = 0.005) -> List[str]:
+              quantile: Optional[float] = None) -> List[str]:
     """Warnings about a layer's maps: 1x1 maps (whole-image masks) and, given the number of
-    probe images, thresholds that rest on a handful of values."""
+    probe images and the run's top quantile, thresholds that rest on a handful of values."""
     h, w = size
     notes = []
     if h * w == 1:
@@ -280,7 +280,7 @@ def map_notes(layer: str, layout: Layout, size: Tuple[int, int], images: Optiona
         notes.append(f"layer {layer!r} {what}: each unit's mask is the whole image (dissected "
                      "as 1x1 maps), so it can only match image-level concepts (scene, texture) "
                      "or objects that fill the image")
-    if images is not None:
+    if images is not None and quantile is not None:
         tail = quantile * images * h * w
         if tail < MIN_TAIL:
             need = math.ceil(MIN_TAIL / (quantile * h * w))
@@ -291,8 +291,9 @@ def map_notes(layer: str, layout: Layout, size: Tuple[int, int], images: Optiona
     return notes
 
 
-def short_note(layout: Layout, size: Tuple[int, int], quantile: float = 0.005) -> str:
-    """A few words for ``ndcore layers``: flags 1x1 maps and maps too small to threshold."""
+def short_note(layout: Layout, size: Tuple[int, int], quantile: float) -> str:
+    """A few words for ``ndcore layers``: flags 1x1 maps and maps too small to threshold at
+    top quantile ``quantile``."""
     h, w = size
     need = math.ceil(MIN_TAIL / (quantile * h * w))
     if h * w == 1:

@@ -17,7 +17,7 @@ from typing import List, Optional
 from rich.markup import escape
 
 from ..errors import TRACEBACK_HINT, NdcoreError, debug_enabled, one_line, traceback_text
-from . import demo, dissect, inspect, intervene, layers, paint, summary
+from . import demo, dissect, inspect, intervene, layers, paint, report, summary
 from .console import console
 
 
@@ -25,11 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ndcore", description="Network Dissection, fast.")
     parser.add_argument("--log-file", help="also write log messages and warnings to this file")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (dissect, intervene, paint, summary, layers, inspect, demo):
+    for module in (dissect, intervene, paint, summary, layers, inspect, demo, report):
         module.register(sub)
-    from ..report.commands import register_commands  # report, compare, explain
-
-    register_commands(sub)
     return parser
 
 

@@ -15,8 +15,7 @@ def cmd_plugins(args) -> int:
     from rich.markup import escape
 
     from ..errors import debug_enabled
-    from ..hookspecs import ADAPTER_HOOKS
-    from ..plugins import get_plugin_manager
+    from ..plugins import ADAPTER_KINDS, get_plugin_manager
 
     pm = get_plugin_manager(report_failures=False)  # failures are listed below instead
     pm.report_failures = False
@@ -40,7 +39,7 @@ def cmd_plugins(args) -> int:
     adapters = Table(title="adapters (spec NAME:TARGET)")
     for col in ("kind", "name", "description", "plugin"):
         adapters.add_column(col)
-    for kind in ADAPTER_HOOKS:
+    for kind in ADAPTER_KINDS:
         for reg in pm.adapters(kind):
             name = reg.name if reg.reachable else f"{reg.qualified} [yellow](clash)[/yellow]"
             adapters.add_row(kind, name,
@@ -68,7 +67,7 @@ def cmd_info(args) -> int:
     import numpy
     import torch
 
-    from .. import __version__
+    from ..version import __version__
     from ..ops import extension_info
 
     ext = extension_info()

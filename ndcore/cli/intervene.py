@@ -13,7 +13,7 @@ from .console import console
 
 
 def cmd_intervene(args: argparse.Namespace) -> int:
-    from ..gan.api import intervene
+    from ..gan.editing.api import intervene
 
     if args.edit is not None:
         return _replay(args)
@@ -61,7 +61,7 @@ def cmd_intervene(args: argparse.Namespace) -> int:
 
 def _replay(args: argparse.Namespace) -> int:
     """``--edit FILE.json``: the edit that ``ndcore paint`` downloaded, replayed exactly."""
-    from ..gan.api import intervene
+    from ..gan.editing.api import intervene
 
     given = [opt for opt, v in (("--units", args.units), ("--concept", args.concept),
                                 ("--top", args.top), ("--region", args.region),

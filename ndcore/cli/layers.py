@@ -11,13 +11,16 @@ from .console import console
 
 
 def cmd_layers(args) -> int:
-    from ..api import resolve_model
+    from ..specs import resolve_model
     from ..capture import describe_layers, parse_layout_options
+    from ..engine import DissectOptions
 
     overrides = parse_layout_options(args.layout)
     adapter = resolve_model(args.model, args.weights, random_init=True)
     size = parse_size(args.input_size, "--input-size") or adapter.input_size
-    rows = describe_layers(adapter.module, size, [overrides, adapter.layouts])
+    # notes on maps too small to threshold, at the top quantile `ndcore dissect` uses by default
+    rows = describe_layers(adapter.module, size, [overrides, adapter.layouts],
+                           quantile=DissectOptions.quantile)
     table = Table(title=f"{adapter.spec}: modules for input {size[0]}x{size[1]} "
                         "(units are numbered by channel in every layout)")
     shown = rows

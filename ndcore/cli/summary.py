@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+from ..conventions import UNIONS
 from ..errors import OutputError
 from .args import csv_list
 from .console import console
@@ -56,7 +57,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     p = sub.add_parser("summary", help="print (or relabel) a saved run")
     p.add_argument("run")
-    p.add_argument("--union", choices=["paper", "lite", "plain"])
+    p.add_argument("--union", choices=UNIONS)
     p.add_argument("--cutoff", type=float)
     p.add_argument("--categories")
     p.add_argument("--top", type=int, default=2, help="best units shown per category and layer")

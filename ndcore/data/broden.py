@@ -1,4 +1,4 @@
-"""Reader of the Broden on-disk format (METHOD.md section 4).
+"""Reader of the Broden on-disk format (docs/method.md section 12).
 
 ``index.csv`` rows give an image and, per category, either nothing (not annotated), label plane
 PNGs (pixel labels, number = R + 256 * G) or label numbers (image-level labels). Labels are

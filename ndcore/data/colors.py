@@ -1,4 +1,4 @@
-"""Broden's 11 colour names, and naming the colour of any RGB pixel (METHOD.md section 4:
+"""Broden's 11 colour names, and naming the colour of any RGB pixel (docs/method.md section 12:
 "a pixel's color name can be derived from its RGB value"). Used by the synthetic dataset and by
 the built-in ``colors`` segmenter of GAN dissection."""
 

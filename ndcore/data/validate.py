@@ -22,29 +22,6 @@ def _type(obj: Any) -> str:
 
 # -- what factories return -------------------------------------------------------------------
 
-def check_model_adapter(adapter: Any) -> Optional[str]:
-    """A model factory's result must be a ModelAdapter around an nn.Module."""
-    from torch import nn
-
-    from ..models import ModelAdapter, Preprocess
-
-    if not isinstance(adapter, ModelAdapter):
-        hint = " (wrap it: ModelAdapter(spec, module))" if isinstance(adapter, nn.Module) else ""
-        return f"returned {_type(adapter)}, not a ndcore.plugin_api.ModelAdapter{hint}"
-    if not isinstance(adapter.spec, str) or not adapter.spec:
-        return f"returned a ModelAdapter whose spec is {adapter.spec!r}, not a non-empty string"
-    if not isinstance(adapter.module, nn.Module):
-        return f"returned a ModelAdapter whose module is {_type(adapter.module)}, not an nn.Module"
-    if not isinstance(adapter.preprocess, Preprocess):
-        return (f"returned a ModelAdapter whose preprocess is {_type(adapter.preprocess)}, not a "
-                "ndcore.plugin_api.Preprocess")
-    size = adapter.input_size
-    if not (isinstance(size, (tuple, list)) and len(size) == 2
-            and all(isinstance(v, int) and v > 0 for v in size)):
-        return f"returned a ModelAdapter whose input_size is {size!r}, not (height, width)"
-    return None
-
-
 def check_vocabulary(vocab: Any) -> Optional[str]:
     if not isinstance(vocab, Vocabulary):
         return f"vocabulary is {_type(vocab)}, not a ndcore.plugin_api.Vocabulary"
@@ -268,29 +245,3 @@ class ItemValidator:
                     f"{where[0]} and {where[1]} ({what}); a label may appear once per pixel "
                     "and category (plugin_api.remove_repeated_labels drops repeats)")
         return None
-
-
-def check_items(source: Any, indices: Optional[Sequence[int]] = None,
-                max_items: Optional[int] = 100) -> None:
-    """Check a probe source as a run would, for a plugin's own tests.
-
-    Reads ``indices`` (default: the first ``max_items``, None = all) through the same checks
-    the engine applies and raises :class:`~ndcore.errors.DatasetError` with the first problem,
-    in the line a run would print.
-    """
-    from ..errors import DatasetError
-    from .view import SourceView
-
-    problem = check_probe_source(source)
-    if problem:
-        raise DatasetError(f"probe source {type(source).__name__}: {problem}")
-    view = SourceView(source)
-    check = ItemValidator(view.vocabulary, view.origin)
-    if indices is None:
-        indices = range(len(view) if max_items is None else min(len(view), max_items))
-    for index in indices:
-        for image, labels in ((True, True), (False, True), (True, False)):
-            item = view.read(int(index), image=image, labels=labels)
-            error = item.error or check(item)
-            if error:
-                raise DatasetError(error)

@@ -14,8 +14,8 @@ class Vocabulary:
     """Global label numbering (0 = no label) and the categories each label belongs to.
 
     ``primary[l]`` is the index (into ``categories``) of label l's primary category: the category
-    in which it has the largest coverage, ties going to the later category (METHOD.md section 2).
-    ``label_categories[l]`` lists every category the label belongs to.
+    in which it has the largest coverage, ties going to the later category (docs/method.md
+    section 6). ``label_categories[l]`` lists every category the label belongs to.
     """
 
     categories: List[str]

@@ -7,7 +7,8 @@
 
 Because states are canonical and merging is exact, a single process (one shard), a resumed run
 (the checkpoint's state, then the rest) and a torch.distributed run (every rank's state,
-all-gathered and merged) all finish with bit-identical results.
+all-gathered and merged) all finish with bit-identical results. The passes find theirs in the
+table of :mod:`ndcore.engine.statistics`.
 """
 
 from __future__ import annotations

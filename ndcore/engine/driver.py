@@ -2,9 +2,10 @@
 
 It knows nothing about files, progress bars, processes or datasets: batches come from an
 iterator, maps and the labelled batch from a callable (a model or generator run, or kept maps
-read back), and after every step a callback runs (progress, checkpoints). Steps are counted, not batches, so that the ranks of a
-distributed run stay in lock step: a rank with no batch left still takes part in the step
-(``after_step(None, None)``), where the callback may run collective operations.
+read back), and after every step a callback runs (progress, checkpoints). Steps are counted,
+not batches, so that the ranks of a distributed run stay in lock step: a rank with no batch
+left still takes part in the step (``after_step(None, None)``), where the callback may run
+collective operations.
 """
 
 from __future__ import annotations

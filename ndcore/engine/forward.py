@@ -31,31 +31,32 @@ from ..capture import LayerCapture, check_layout_keys, declared_layouts, map_not
 from ..data.probe import ProbeBatch
 from ..errors import ActivationError, NdcoreError
 from ..models import ModelAdapter
+from .options import PRECISIONS
 
 Maps = Dict[str, torch.Tensor]
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# the autocast dtype of each --precision, in the order of PRECISIONS (None: no autocast)
+AUTOCAST = dict(zip(PRECISIONS, (None, torch.bfloat16, torch.float16)))
 
 
 class ModelRunner:
     """Runs a model adapter on probe batches, on one device.
 
     ``layouts`` are the user's ``--layout`` overrides ({layer or pattern: spec}); they win over
-    the adapter's ``layouts`` and torchvision recognition. ``images`` and ``quantile`` (the
-    probe set's size and the top quantile) let the first batch warn about layers whose maps
-    are 1x1 or too small to threshold.
+    the adapter's ``layouts`` and torchvision recognition. ``precision`` is one of
+    :data:`~.options.PRECISIONS` (checked with the run's options). The first batch warns about
+    layers whose maps are 1x1, and, given ``images`` and ``quantile`` (the probe set's size
+    and the run's top quantile), about maps too small to threshold.
     """
 
     def __init__(self, adapter: ModelAdapter, device: torch.device,
                  precision: str = "fp32", layouts: Optional[Mapping[str, str]] = None,
                  compile: Union[bool, str] = False, channels_last: Optional[bool] = None,
-                 images: Optional[int] = None, quantile: float = 0.005,
+                 images: Optional[int] = None, quantile: Optional[float] = None,
                  warn: bool = True) -> None:
         self.adapter = adapter
         self.device = torch.device(device)
-        if precision not in PRECISIONS:
-            raise NdcoreError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
-        self.autocast_dtype = PRECISIONS[precision]
+        self.autocast_dtype = AUTOCAST[precision]
         self.overrides = dict(layouts or {})
         self.images, self.quantile = images, quantile
         module = adapter.module.eval().to(self.device)

@@ -1,41 +1,47 @@
 """The statistics of every layer in one pass, as one mergeable object.
 
-A pass keeps, per layer, a few named accumulators ("tail", "topk", "counts"). They are made
-from the first batch's maps (the number of units and the map size are only known then), or from
-a saved state. :class:`PassStats` is itself an accumulator of the whole pass: its state is a
-dict of the layers' states, so a checkpoint, a rank's contribution and a merged result are all
-the same kind of object.
+A pass keeps, per layer, the accumulators of the table's rows that it feeds
+(:mod:`ndcore.engine.statistics`), keyed by their names. They are made from the first batch's
+maps (the number of units and the map size are only known then), or from a saved state.
+:class:`PassStats` is itself an accumulator of the whole pass: its state is a dict of the
+layers' states ({layer: {name: state} or None}), so a checkpoint, a rank's contribution and a
+merged result are all the same kind of object.
 """
 
 from __future__ import annotations
 
-import math
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Type, TypeVar
 
 import torch
 
 from ..data.probe import ProbeBatch
 from .accumulator import Accumulator
+from .statistics import RunContext, Statistic
 
-# (layer, first maps [B, U, h, w], first batch) -> {part name: accumulator}
-MakeParts = Callable[[str, torch.Tensor, ProbeBatch], Dict[str, Accumulator]]
-# (part name, saved state) -> an accumulator restored from it
-FromState = Callable[[str, Dict[str, Any]], Accumulator]
+A = TypeVar("A")
 
 
 class LayerStats:
     """One layer's accumulators, made on first use."""
 
-    def __init__(self, layer: str, make: MakeParts, from_state: FromState) -> None:
-        self.layer = layer
-        self._make, self._from_state = make, from_state
+    def __init__(self, layer: str, rows: Dict[str, Statistic], run: RunContext) -> None:
+        self.layer, self.rows, self.run = layer, rows, run
         self.parts: Optional[Dict[str, Accumulator]] = None
 
     def add(self, maps: torch.Tensor, batch: ProbeBatch) -> None:
         if self.parts is None:
-            self.parts = self._make(self.layer, maps, batch)
+            made = ((name, row.make(self.run, self.layer, maps, batch))
+                    for name, row in self.rows.items())
+            self.parts = {name: part for name, part in made if part is not None}
         for part in self.parts.values():
             part.add(maps, batch)
+
+    def get(self, kind: Type[A]) -> Optional[A]:
+        """This layer's accumulator of type ``kind`` (None: not made, or not for this layer)."""
+        for name, part in (self.parts or {}).items():
+            if self.rows[name].kind is kind:
+                return part
+        return None
 
     def state_dict(self) -> Optional[Dict[str, Any]]:
         if self.parts is None:
@@ -44,7 +50,15 @@ class LayerStats:
 
     def load_state_dict(self, state: Optional[Dict[str, Any]]) -> None:
         self.parts = None if state is None else {
-            name: self._from_state(name, s) for name, s in state.items()}
+            name: self._restore(name, s) for name, s in state.items()}
+
+    def _restore(self, name: str, state: Dict[str, Any]) -> Accumulator:
+        row = self.rows.get(name)
+        if row is None:
+            raise ValueError(f"unknown statistic {name!r} in a saved state")
+        part = row.restore(self.run, state)
+        part.load_state_dict(state)
+        return part
 
     def merge(self, other: "LayerStats") -> None:
         if other.parts is None:
@@ -60,13 +74,19 @@ class LayerStats:
 
 
 class PassStats:
-    """Every layer's :class:`LayerStats` of a pass."""
+    """Every layer's :class:`LayerStats` of a pass, over the table rows ``rows``."""
 
-    def __init__(self, layers: List[str], make: MakeParts, from_state: FromState) -> None:
-        self.layers = {l: LayerStats(l, make, from_state) for l in layers}
+    def __init__(self, layers: List[str], rows: Sequence[Statistic], run: RunContext) -> None:
+        self.rows = {row.name: row for row in rows}
+        self.run = run
+        self.layers = {l: LayerStats(l, self.rows, run) for l in layers}
 
     def __getitem__(self, layer: str) -> LayerStats:
         return self.layers[layer]
+
+    def fresh(self) -> "PassStats":
+        """Empty statistics of the same pass (to merge states into)."""
+        return PassStats(list(self.layers), list(self.rows.values()), self.run)
 
     def state_dict(self) -> Dict[str, Optional[Dict[str, Any]]]:
         return {l: s.state_dict() for l, s in self.layers.items()}
@@ -79,53 +99,24 @@ class PassStats:
         """Fold in other shards' states (in any order: the result is the same)."""
         for state in states:
             for layer, stats in self.layers.items():
-                other = LayerStats(layer, stats._make, stats._from_state)
+                other = LayerStats(layer, self.rows, self.run)
                 other.load_state_dict(state.get(layer))
                 stats.merge(other)
 
-    def part(self, layer: str, name: str) -> Optional[Accumulator]:
-        parts = self.layers[layer].parts
-        return None if parts is None else parts.get(name)
+    def part(self, layer: str, kind: Type[A]) -> Optional[A]:
+        return self.layers[layer].get(kind)
 
+    def drop_means(self) -> None:
+        """Forget the accumulators that were only a means to the pass's end (no result record:
+        the tail, once the thresholds are known)."""
+        for stats in self.layers.values():
+            if stats.parts is not None:
+                stats.parts = {name: part for name, part in stats.parts.items()
+                               if self.rows[name].record is not None}
 
-class KeepMaps:
-    """Pass-1 consumer: hands a layer's maps to the kept-map store (if the run keeps maps:
-    ``store()`` is None otherwise), with a floor per unit under which nothing is kept.
-
-    The provable floor, the tail's keep-th largest value so far, is loose early in a pass:
-    after a tenth of the data it sits near the top-5% value, not the top-0.5% one, and every
-    batch kept then holds ten times what the threshold needs. So the floor is *speculative*:
-    the value that three times the expected number of values so far exceed (about the top
-    1.5% of what has been seen), or the provable floor once that is higher. The store records the
-    floor of every batch; pass 2 uses a batch's kept maps only where that floor turns out to
-    be at most the final threshold, and runs the model again for the (rare) others. Exact
-    either way, and a few times less to keep.
-    """
-
-    REFRESH = 8  # batches between two estimates (each costs a k-th value over the tail)
-    MARGIN = 3  # the speculative floor: the value that MARGIN x the expected count exceeds
-
-    def __init__(self, store: Callable[[], Any], layer: str, stats: LayerStats,
-                 samples_per_unit: Callable[[torch.Tensor, ProbeBatch], int]) -> None:
-        self.store, self.layer, self.stats = store, layer, stats
-        self.samples_per_unit = samples_per_unit  # in the whole pass (all shards)
-        self._speculative: Optional[torch.Tensor] = None
-        self._age = self._batches = 0
-
-    def add(self, maps: torch.Tensor, batch: ProbeBatch) -> None:
-        store = self.store()
-        if store is None:
-            return
-        tail = self.stats.parts["tail"]
-        # early estimates rest on few values: refresh them every batch at first
-        if self._batches == 0 or self._age >= min(self.REFRESH, self._batches // 2 + 1):
-            total = self.samples_per_unit(maps, batch)
-            rank = math.ceil(self.MARGIN * tail.keep * tail.count / max(total, 1))
-            # from a third of the pass on, the estimate is the provable floor: no k-th value
-            self._speculative = tail.value_at_rank(max(rank, 1)) if rank < tail.keep else None
-            self._age = 0
-        self._age += 1
-        self._batches += 1
-        floor = tail.floor if self._speculative is None else torch.maximum(tail.floor,
-                                                                          self._speculative)
-        store.append(self.layer, maps, batch.indices, floor)
+    def outputs(self) -> Iterator[Tuple[str, Statistic, Accumulator]]:
+        """(layer, row, accumulator) of every accumulator with a result record."""
+        for layer, stats in self.layers.items():
+            for name, part in (stats.parts or {}).items():
+                if self.rows[name].record is not None:
+                    yield layer, self.rows[name], part

@@ -1,15 +1,18 @@
-"""Options of a dissection run, checked once before any work."""
+"""The options of a dissection run: the one place for their defaults, help texts and checks.
+
+Every field of :class:`DissectOptions` carries a :class:`Flag` in its metadata: how the command
+line gives it. ``ndcore dissect`` builds its flags from these (:mod:`ndcore.cli.dissect`), the
+Python API takes the fields as keywords (``ndcore.dissect(..., quantile=0.01)``), and an options
+object is checked once, when it is made: an invalid one never reaches the engine.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-import torch
-
+from ..conventions import DEFAULT_CUTOFF, UNIONS
 from ..errors import NdcoreError
-from ..results import DEFAULT_CUTOFF, UNIONS
-from .forward import PRECISIONS
 
 # Options that change what a run computes: a run directory is resumed (or refused) by these.
 # Labelling options (union, cutoff) and speed settings (batch size, workers, device, caching,
@@ -17,39 +20,119 @@ from .forward import PRECISIONS
 RESULT_OPTIONS = ("quantile", "quantile_on", "thresholds", "categories", "topk", "max_images",
                   "precision", "threshold", "layouts")
 
+PRECISIONS = ("fp32", "bf16", "fp16")  # the forward pass's autocast dtypes: .forward.AUTOCAST
+QUANTILE_ON = ("raw", "upsampled")
+SECOND_PASS = ("auto", "cache", "forward")
+THRESHOLD_RULES = ("quantile", "best-iou")
+COMMAND_LINE_WORKERS = 2  # loader processes of `ndcore dissect` (the Python API uses none)
 
-@dataclass
+
+@dataclass(frozen=True)
+class Flag:
+    """How an option is given on the ``ndcore dissect`` command line."""
+
+    name: str  # "--quantile"
+    help: Optional[str] = None
+    value_type: Optional[Callable[[str], Any]] = None  # int, float; None: the text itself
+    choices: Optional[Tuple[str, ...]] = None
+    metavar: Optional[str] = None
+    action: Optional[str] = None  # "store_true" (a switch) or "append" (repeatable)
+    # The command line's default where it differs from the Python API's (the flag's own default
+    # is then None, so that the command line can tell whether it was given).
+    command_line_default: Any = None
+
+
+def option(default: Any = None, flag: Optional[Flag] = None, *, factory=None) -> Any:
+    """A field of :class:`DissectOptions` with its command-line flag (None: no flag)."""
+    metadata = {"flag": flag} if flag is not None else {}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
 class DissectOptions:
-    union: str = "paper"
-    quantile: float = 0.005
-    cutoff: float = DEFAULT_CUTOFF
-    categories: Optional[List[str]] = None
-    thresholds: Dict[str, str] = field(default_factory=dict)  # layer -> .npy file
-    quantile_on: str = "raw"  # "raw" (layer maps) or "upsampled" (label-resolution maps)
-    batch_size: int = 32
-    device: str = "cpu"
-    workers: int = 0
-    topk: int = 10
-    max_images: Optional[int] = None
-    second_pass: str = "auto"  # "cache" (keep candidate maps), "forward", or "auto"
-    cache_dir: Optional[str] = None  # scratch folder for kept maps (default: the run's folder)
-    cache_memory_mb: Optional[float] = None  # kept maps held in memory first (default: per device)
-    checkpoint_every: float = 120.0  # seconds between checkpoints; 0 = never
-    overwrite: bool = False  # replace a different run in the output directory
-    precision: str = "fp32"  # forward pass under autocast: fp32, bf16 or fp16
-    threshold: str = "quantile"  # "quantile" (NetDissect) or "best-iou" (GAN Dissection)
-    layouts: Dict[str, str] = field(default_factory=dict)  # layer -> layout (--layout)
-    compile: bool = False  # torch.compile the model (speed only)
-    channels_last: Optional[bool] = None  # channels-last memory format; None: on CUDA only
+    """What a dissection run computes and how; checked when made (:meth:`validate`).
+
+    The field order is the order of ``config.json``'s "options".
+    """
+
+    union: str = option("paper", Flag(
+        "--union", choices=UNIONS, help="union convention (docs/method.md section 5)"))
+    quantile: float = option(0.005, Flag(
+        "--quantile", value_type=float, help="top quantile per unit"))
+    cutoff: float = option(DEFAULT_CUTOFF, Flag(
+        "--cutoff", value_type=float, help="IoU above which a unit detects"))
+    categories: Optional[List[str]] = option(None, Flag(
+        "--categories", help="comma-separated subset of categories"))
+    thresholds: Dict[str, str] = option(factory=dict, flag=Flag(  # layer -> .npy file
+        "--thresholds", action="append", metavar="LAYER=FILE.npy",
+        help="use given per-unit thresholds for a layer (repeatable)"))
+    quantile_on: str = option("raw", Flag(  # the layer maps, or label-resolution maps
+        "--quantile-on", choices=QUANTILE_ON,
+        help="take the quantile over the layer maps or the upsampled maps"))
+    batch_size: int = option(32, Flag("--batch-size", value_type=int))
+    device: str = option("cpu", Flag(
+        "--device", help="cpu or cuda[:N] (under torchrun: cpu or cuda, one GPU per rank)"))
+    workers: int = option(0, Flag(
+        "--workers", value_type=int, command_line_default=COMMAND_LINE_WORKERS,
+        help=f"DataLoader worker processes for --dataset runs (default {COMMAND_LINE_WORKERS})"))
+    topk: int = option(10, Flag("--topk", value_type=int, help="top images kept per unit"))
+    max_images: Optional[int] = option(None, Flag(
+        "--max-images", value_type=int, help="use only the first N images"))
+    second_pass: str = option("auto", Flag(  # "cache": kept candidate maps, or "forward"
+        "--second-pass", choices=SECOND_PASS,
+        help="pass 2 from kept candidate maps (cache) or a second forward pass"))
+    cache_dir: Optional[str] = option(None, Flag(  # None: the run's folder
+        "--cache-dir",
+        help="scratch folder for kept maps, removed on exit (default: inside --out, with the "
+             "checkpoint, so that a resumed run keeps them)"))
+    cache_memory_mb: Optional[float] = option(None, Flag(  # None: per device
+        "--cache-memory-mb", value_type=float,
+        help="kept maps held in (device) memory before going to disk (default: a third of a "
+             "GPU's free memory; 0 on the CPU)"))
+    checkpoint_every: float = option(120.0, Flag(  # seconds; 0 = never
+        "--checkpoint-every", value_type=float, metavar="SECONDS",
+        help="write a checkpoint this often; running the same command again continues from "
+             "it (0 = never; default 120)"))
+    overwrite: bool = option(False, Flag(
+        "--overwrite", action="store_true", help="replace a different run that --out holds"))
+    precision: str = option("fp32", Flag(
+        "--precision", choices=PRECISIONS,
+        help="run the forward pass under autocast (maps are counted in float32)"))
+    threshold: str = option("quantile", Flag(  # NetDissect's rule, or GAN Dissection's
+        "--threshold", choices=THRESHOLD_RULES,
+        help="per-unit top quantile (NetDissect), or per (unit, concept) the threshold with "
+             "the best IoU (GAN Dissection)"))
+    layouts: Dict[str, str] = option(factory=dict, flag=Flag(  # layer -> layout
+        "--layout", action="append", metavar="LAYER=LAYOUT",
+        help="how LAYER's output is laid out: nchw, nhwc (channels last), "
+             "tokens[:skip=K][:grid=HxW] ([B, N, C], K leading non-spatial tokens) or vector "
+             "([B, C]: whole-image masks); overrides the model's (repeatable; `ndcore layers` "
+             "shows each layer's)"))
+    compile: bool = option(False, Flag(  # speed only
+        "--compile", action="store_true",
+        help="torch.compile the model (a one-off compile time, then a faster forward)"))
+    channels_last: Optional[bool] = option(None)  # no flag; None: on CUDA only
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def validate(self) -> None:
+        """Raises :class:`NdcoreError` (one line, naming the flag) for a value that cannot run."""
+        # Imported here, not above: the command line builds its flags from this module, and
+        # `ndcore --help` should not wait for torch.
+        import torch
+
+        from ..capture import parse_layout
+
         if self.union not in UNIONS:
             raise NdcoreError(f"--union {self.union!r}: choose one of {', '.join(UNIONS)}")
         if not 0.0 < self.quantile < 1.0:
             raise NdcoreError(f"--quantile {self.quantile}: must lie strictly between 0 and 1")
-        if self.quantile_on not in ("raw", "upsampled"):
+        if self.quantile_on not in QUANTILE_ON:
             raise NdcoreError("--quantile-on must be 'raw' or 'upsampled'")
-        if self.second_pass not in ("auto", "cache", "forward"):
+        if self.second_pass not in SECOND_PASS:
             raise NdcoreError("--second-pass must be auto, cache or forward")
         if self.batch_size < 1:
             raise NdcoreError(f"--batch-size {self.batch_size}: must be >= 1")
@@ -61,7 +144,7 @@ class DissectOptions:
             raise NdcoreError(f"--workers {self.workers}: must be >= 0")
         if self.checkpoint_every < 0:
             raise NdcoreError("--checkpoint-every must be >= 0 seconds (0 = never)")
-        if self.threshold not in ("quantile", "best-iou"):
+        if self.threshold not in THRESHOLD_RULES:
             raise NdcoreError(f"--threshold {self.threshold!r}: choose quantile or best-iou")
         if self.threshold == "best-iou" and self.second_pass == "cache":
             raise NdcoreError("--threshold best-iou counts every activation in pass 2, so it "
@@ -72,8 +155,6 @@ class DissectOptions:
         if self.precision not in PRECISIONS:
             raise NdcoreError(f"--precision {self.precision!r}: choose one of "
                               f"{', '.join(PRECISIONS)}")
-        from ..capture import parse_layout
-
         for layer, spec in self.layouts.items():
             try:
                 parse_layout(spec)

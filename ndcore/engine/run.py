@@ -10,33 +10,38 @@ distributed); this one decides where the run's files go and what is written at t
 
 from __future__ import annotations
 
-import hashlib
-import json
 import platform
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
 import torch
 
-from .. import __version__
 from ..data.labelspace import LabelSpace
 from ..data.probe import ProbeSource
 from ..errors import DatasetError, NdcoreError
-from ..models import ModelAdapter, sha256_of
+from ..models import ModelAdapter, sha256_of, state_sha256
 from ..ops import extension_info
 from ..progress import progress_bar
 from ..results import DissectionResult, LayerResult, layer_dir, save_layer_counts
+from ..results.images import write_image_list
 from . import checkpoint, distributed
 from .forward import ModelRunner, decide_layouts
 from .options import DissectOptions
-from .passes import PassResults, TwoPasses
+from .passes import Passes, PassResults
 from .rundir import RunDirectory, fingerprint_hash
 from .scratch import remove_stale
 from .stage import DatasetStage, Stage
 from .stream import BatchGrid, ItemCheck, ProbeStream
+from ..version import __version__
+
+# A caller's extra output, written into the run directory before the run is marked complete
+# (so that a run killed while writing it is resumed, not taken as finished): called with the
+# run directory, the probe source, the result and the images the top-k statistics kept
+# (probe index -> uint8 [H, W, 3]). The report's thumbnails are one.
+RunOutput = Callable[[Path, ProbeSource, DissectionResult, Dict[int, np.ndarray]], object]
 
 
 class Dissection:
@@ -44,8 +49,8 @@ class Dissection:
 
     def __init__(self, model: ModelAdapter, layers: Sequence[str], source: ProbeSource,
                  options: DissectOptions, out: Optional[Path] = None, quiet: bool = False,
-                 item_check: Optional[ItemCheck] = None) -> None:
-        options.validate()
+                 item_check: Optional[ItemCheck] = None,
+                 outputs: Sequence[RunOutput] = ()) -> None:
         if not layers:
             raise NdcoreError("no layers to dissect: give --layers L1,L2")
         self.model = model
@@ -55,6 +60,7 @@ class Dissection:
         self.out = Path(out) if out is not None else None
         self.quiet = quiet
         self.item_check = item_check
+        self.outputs = tuple(outputs)
         self.vocab = source.vocabulary
         if len(source) == 0:
             raise DatasetError(f"{source.info.spec}: the dataset has no images")
@@ -138,7 +144,7 @@ class Dissection:
         given = {k: v.to(device) for k, v in self._given_thresholds().items()}
         keeps_checkpoints = writer and self.options.checkpoint_every > 0
         with progress_bar(not self.quiet and dist.is_writer) as bar:
-            passes = TwoPasses(
+            passes = Passes(
                 stage=self._stage(device), stream=self._stream(grid, device),
                 layers=self.layers, given=given, options=self.options,
                 labelspace=self.labelspace, dist=dist, device=device,
@@ -151,10 +157,9 @@ class Dissection:
         config["run"] = {"elapsed_s": round(previous_s + time.time() - started, 3),
                          "resumed": resume is not None, "world_size": dist.world,
                          "batch_size": batch_size, "second_pass": results.second_pass,
-                         "map_cache": getattr(passes, "map_store_stats", None),
-                         "checkpoints": {"count": passes.checkpoint_time["count"],
-                                         "seconds": round(passes.checkpoint_time["seconds"],
-                                                          4)}}
+                         "map_cache": results.map_store,
+                         "checkpoints": {"count": results.checkpoints["count"],
+                                         "seconds": round(results.checkpoints["seconds"], 4)}}
         result = self._result(results, config)
         if run_dir is not None:
             self._write(result, results, run_dir, config)
@@ -177,19 +182,15 @@ class Dissection:
         self.vocab.save(self.out / "vocabulary.json")
         for name, lr in result.layers.items():
             save_layer_counts(layer_dir(self.out, name), lr.counts, lr.thresholds, lr.topk)
-        self._write_image_list()
-        from ..report.thumbnails import write_thumbnails  # images without a file, for reports
-
-        write_thumbnails(self.out, self.source, result, kept_images(results.topk))
+        write_image_list(self.out, self.source)
+        if self.outputs:
+            kept = kept_images(results.topk)
+            for write in self.outputs:
+                write(self.out, self.source, result, kept)
         result.write_labels(self.out)
         run_dir.write_config(config, complete=True)
         checkpoint.remove(self.out)
 
-    def _write_image_list(self) -> None:
-        """Image paths by probe index, so reports can find the top-k images again."""
-        paths = [self.source.image_path(i) for i in range(len(self.source))]
-        with open(self.out / "images.json", "w") as f:
-            json.dump(paths, f)
 
 
 def kept_images(topk: Dict[str, Dict]) -> Dict[int, np.ndarray]:
@@ -201,18 +202,6 @@ def kept_images(topk: Dict[str, Dict]) -> Dict[int, np.ndarray]:
         for index, image in zip(top["image_indices"].tolist(), top["images"]):
             out.setdefault(index, image.permute(1, 2, 0).numpy())
     return out
-
-
-def state_sha256(model: ModelAdapter) -> str:
-    """sha256 of the module's parameters and buffers (weights that came from no file: a
-    python factory, seeded random init), so that a changed model is a different run."""
-    h = hashlib.sha256()
-    for name, tensor in model.module.state_dict().items():
-        h.update(name.encode())
-        h.update(str(tuple(tensor.shape)).encode() + str(tensor.dtype).encode())
-        h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
-                 if tensor.numel() else b"")
-    return "state:" + h.hexdigest()
 
 
 class _Progress:

@@ -4,7 +4,7 @@
 
 Two kinds: a dataset's images go through the model, and their labels came with the stream
 (the labeller stage ran in the loader workers); a generator's latents go through the
-generator, and its labels come from segmenting the generated images (ndcore.gan.stage).
+generator, and its labels come from segmenting the generated images (ndcore.gan.dissection.stage).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ Endpoints (all JSON except the page and its two assets):
                                    "units": [{"unit", "iou", "label", "value"}], "ms"}
 
 Errors are ``{"error": "one line"}`` with a 4xx status. The edit itself is
-:mod:`ndcore.gan.edit_file`'s, the same code as ``ndcore intervene --edit`` and the Python API.
+:mod:`ndcore.gan.editing.edit_file`'s, the same code as ``ndcore intervene --edit`` and the Python API.
 
 Safety: the ``Host`` header (and ``Origin``, when sent) must name this machine (a loopback
 address, ``localhost`` or the address the server is bound to), as Jupyter checks it, so that a
@@ -36,9 +36,9 @@ import torch
 
 from ..capture import resolve_layers
 from ..errors import NdcoreError
-from ..gan.edit_file import (SEED_MAX, check_seed, decode_mask, image_size, make_edit,
-                             png_bytes, render)
-from ..gan.intervene import load_generator_run
+from ..gan.editing.edit_file import (SEED_MAX, check_seed, decode_mask, encode_mask, image_size,
+                                     make_edit, png_bytes, render)
+from ..gan.editing.intervene import load_generator_run
 
 STATIC = Path(__file__).resolve().parent / "static"
 ASSETS = {"/": ("index.html", "text/html; charset=utf-8"),
@@ -450,8 +450,6 @@ def serve(run_dir, layer: Optional[str] = None, host: str = "127.0.0.1", port: i
 def encode_request(seed: int, mode: str, concept: Optional[str], region: torch.Tensor,
                    k: Optional[int] = None, units: Optional[List[int]] = None) -> Dict:
     """The body of POST /api/edit for a region mask (what the page sends)."""
-    from ..gan.edit_file import encode_mask
-
     body = {"seed": seed, "mode": mode, "region": encode_mask(region)}
     if concept is not None:
         body["concept"] = concept

@@ -7,7 +7,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..errors import NdcoreError
 from ..results import DissectionResult
-from . import charts
+from ..figures import charts
 from .common import check_cutoff
 
 

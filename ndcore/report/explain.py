@@ -16,37 +16,18 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ..capture import LayerCapture
 from ..errors import LayerError, NdcoreError, suggest
-from ..models import ModelAdapter, Preprocess
+from ..models import ModelAdapter
 from ..ops.reference import upsample_bilinear
 from ..results import DissectionResult
-from .common import check_positive, layer_slugs, load_image_list
+from ..specs import rebuild_model
+from ..results.images import load_image_list
+from .common import check_positive, layer_slugs
 
 Explanation = Tuple[int, str, str, float, float]  # unit, label, category, IoU, share of image
 
 PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
            (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212)]
 MIN_DRAW_SIDE = 384  # small probe images are enlarged so that labels stay legible
-
-
-def rebuild_model(config: dict) -> ModelAdapter:
-    """The run's model and preprocessing, from config.json (random init is seeded)."""
-    from ..api import resolve_model
-
-    model = config.get("model", {})
-    if not model.get("spec"):
-        raise NdcoreError("config.json names no model spec; cannot rebuild the model")
-    weights = model.get("weights")
-    adapter = resolve_model(model["spec"], weights=weights, random_init=weights is None)
-    recorded = model.get("weights_sha256")
-    if recorded and adapter.weights_sha256 and recorded != adapter.weights_sha256:
-        raise NdcoreError(f"{weights}: the weights changed since the run (sha256 "
-                          f"{adapter.weights_sha256[:12]}... vs {recorded[:12]}... in config.json)")
-    pre = model.get("preprocess")
-    if pre:
-        adapter.preprocess = Preprocess(tuple(pre["mean"]), tuple(pre["std"]),
-                                        tuple(pre["resize"]) if pre.get("resize") else None,
-                                        pre.get("name", "custom"))
-    return adapter
 
 
 def probe_size(run_dir: Path) -> Optional[Tuple[int, int]]:

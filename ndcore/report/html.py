@@ -16,13 +16,14 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
-from .. import __version__
+from ..version import __version__
 from ..progress import progress_bar
-from ..results import DissectionResult, LayerResult, layer_dir
-from . import charts
-from .common import category_colors, check_cutoff, check_positive, layer_slugs
+from ..results import DissectionResult, LayerResult, iou_curves, layer_dir
+from ..results.thumbnails import FOLDER as THUMBNAILS, image_sources
+from ..figures import charts
+from ..figures.charts import category_colors
+from .common import check_cutoff, check_positive, layer_slugs
 from .strips import StripRenderer
-from .thumbnails import FOLDER as THUMBNAILS, image_sources
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +76,6 @@ def unit_curves(lr: LayerResult) -> Dict[int, Markup]:
     """Per unit, its IoU-vs-threshold curve for its label (runs that kept IoU histograms)."""
     if "hist" not in lr.counts:
         return {}
-    from ..results import iou_curves
-
     curves = iou_curves(lr.counts, lr.vocabulary, lr.full_vocabulary or lr.vocabulary)
     out = {}
     for u in lr.units:
@@ -232,9 +231,7 @@ def interventions(run_dir: Path, report_dir: Path) -> List[Dict]:
                           "effects": effects[:5], "samples": data.get("samples"),
                           "before": rel("before.png"), "after": rel("after.png")})
         elif path.name == "removal.json" and "points" in data:
-            from ..gan.figures import removal_curve_svg
-
-            svg = removal_curve_svg(data).replace(' xmlns="http://www.w3.org/2000/svg"', "")
+            svg = charts.removal_curve_svg(data).replace(' xmlns="http://www.w3.org/2000/svg"', "")
             found.append({"kind": "removal", "where": path.parent.name, "curve": data,
                           "svg": Markup(svg)})
     return found

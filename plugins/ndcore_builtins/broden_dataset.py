@@ -1,7 +1,6 @@
 """``broden:<dir>``: a dataset in the Broden on-disk format."""
 
-from ndcore.data.broden import BrodenDataset
-from ndcore.plugin_api import DatasetError, DatasetRequest, hookimpl
+from ndcore.plugin_api import BrodenDataset, DatasetError, DatasetRequest, hookimpl
 
 
 def build(target: str, request: DatasetRequest) -> BrodenDataset:

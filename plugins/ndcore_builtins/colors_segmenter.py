@@ -1,12 +1,9 @@
 """``colors``: every pixel of a generated image named by one of Broden's 11 colour names."""
 
-from ndcore.plugin_api import hookimpl
+from ndcore.plugin_api import ColorSegmenter, PluginError, hookimpl
 
 
-def build(target: str, request=None):
-    from ndcore.errors import PluginError
-    from ndcore.gan.segmenters import ColorSegmenter
-
+def build(target: str, request=None) -> ColorSegmenter:
     if target:
         raise PluginError(f"segmenter colors takes no target, got colors:{target}")
     return ColorSegmenter()

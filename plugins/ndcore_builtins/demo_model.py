@@ -1,20 +1,18 @@
 """``demo``: the small CNN trained on the synthetic dataset, with committed weights."""
 
-from ndcore.plugin_api import (ModelAdapter, ModelRequest, Preprocess, apply_weights, hookimpl,
-                               sha256_of)
+from ndcore.plugin_api import (DEMO_MEAN, DEMO_STD, DEMO_WEIGHTS, ModelAdapter, ModelRequest,
+                               Preprocess, apply_weights, build_demo_model, hookimpl, sha256_of)
 
 
 def build(target: str, request: ModelRequest) -> ModelAdapter:
-    from ndcore.demo import model as demo
-
-    module = demo.build_demo_model(pretrained=not request.weights and not request.random_init)
-    mean = tuple(255.0 * m for m in demo.DEMO_MEAN)
-    std = tuple(255.0 * s for s in demo.DEMO_STD)
+    module = build_demo_model(pretrained=not request.weights and not request.random_init)
+    mean = tuple(255.0 * m for m in DEMO_MEAN)
+    std = tuple(255.0 * s for s in DEMO_STD)
     if request.weights or request.random_init:
         sha = apply_weights(module, request, "demo")
         weights = request.weights
     else:
-        weights = str(demo.WEIGHTS_PATH)
+        weights = str(DEMO_WEIGHTS)
         sha = sha256_of(weights)
     return ModelAdapter(spec="demo", module=module, preprocess=Preprocess(mean, std, name="demo"),
                         input_size=(112, 112), weights=weights, weights_sha256=sha,

@@ -11,9 +11,8 @@ from pathlib import Path
 
 from torch import nn
 
-from ndcore.errors import TRACEBACK_HINT, one_line
-from ndcore.plugin_api import (ModelAdapter, ModelRequest, NdcoreError, PluginError,
-                               apply_weights, hookimpl)
+from ndcore.plugin_api import (TRACEBACK_HINT, ModelAdapter, ModelRequest, NdcoreError,
+                               PluginError, apply_weights, hookimpl, one_line)
 
 
 def _import(source: str):

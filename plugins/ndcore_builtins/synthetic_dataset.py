@@ -1,7 +1,7 @@
 """``synthetic[:SIZE]``: the built-in generated Broden-format dataset (cached on disk)."""
 
-from ndcore.data.broden import BrodenDataset
-from ndcore.plugin_api import DatasetError, DatasetRequest, hookimpl
+from ndcore.plugin_api import (BrodenDataset, DatasetError, DatasetRequest, ensure_synthetic,
+                               hookimpl)
 
 DEFAULT_SIZE = 1000
 
@@ -25,8 +25,6 @@ def parse_target(target: str) -> dict:
 
 
 def build(target: str, request: DatasetRequest) -> BrodenDataset:
-    from ndcore.data.synthetic import ensure_synthetic
-
     params = parse_target(target)
     root = ensure_synthetic(size=params["size"], seed=params["seed"])
     return BrodenDataset(root, categories=request.categories, max_images=request.max_images,

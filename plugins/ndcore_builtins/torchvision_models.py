@@ -5,9 +5,8 @@ their modules by ``ndcore.capture.recognize`` (so a ``python:`` factory that bui
 the same layouts).
 """
 
-from ndcore import hookimpl
-from ndcore.errors import PluginError, suggest
-from ndcore.models import ModelAdapter, ModelRequest, Preprocess, apply_weights
+from ndcore.plugin_api import (ModelAdapter, ModelRequest, PluginError, Preprocess, apply_weights,
+                               hookimpl, suggest)
 
 
 def build(target: str, request: ModelRequest) -> ModelAdapter:

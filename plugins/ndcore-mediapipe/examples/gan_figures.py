@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 import ndcore
-from ndcore.gan import intervene as iv
-from ndcore.gan.edits import Ablate
+from ndcore.gan.editing import intervene as iv
+from ndcore.gan.editing.edits import Ablate
 
 SCALE = 3
 GAP = 4

@@ -1,0 +1,230 @@
+"""Hand-built SVG charts (no plotting dependency). Every text from data goes through escape()."""
+
+from __future__ import annotations
+
+from typing import Dict, List, Sequence, Tuple
+
+from markupsafe import Markup, escape
+
+# Fixed colors for Broden's categories (the paper's figure uses one color per category);
+# other category names cycle through FALLBACK_COLORS.
+CATEGORY_COLORS = {
+    "object": "#4e79a7", "scene": "#f28e2b", "part": "#59a14f", "material": "#b07aa1",
+    "texture": "#e15759", "color": "#edc948",
+}
+FALLBACK_COLORS = ("#76b7b2", "#ff9da7", "#9c755f", "#bab0ac", "#8cd17d", "#86bcb6")
+
+
+def category_colors(categories: Sequence[str]) -> Dict[str, str]:
+    colors, extra = {}, 0
+    for cat in categories:
+        if cat in CATEGORY_COLORS:
+            colors[cat] = CATEGORY_COLORS[cat]
+        else:
+            colors[cat] = FALLBACK_COLORS[extra % len(FALLBACK_COLORS)]
+            extra += 1
+    return colors
+
+
+FONT = 'font-family="sans-serif" font-size="11"'
+
+
+SVG_NS = "http://www.w3.org/2000/svg"
+
+
+def standalone(svg: Markup) -> str:
+    """An inline chart as an .svg file's text (a file needs the namespace; HTML does not, and
+    the report pages stay free of any http:// reference)."""
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + str(svg).replace(
+        "<svg ", f'<svg xmlns="{SVG_NS}" ', 1) + "\n"
+
+
+def _svg(width: float, height: float, body: List[str], title: str) -> Markup:
+    return Markup(
+        f'<svg width="{width:.0f}" height="{height:.0f}" '
+        f'viewBox="0 0 {width:.0f} {height:.0f}" role="img" aria-label="{escape(title)}">'
+        f"<title>{escape(title)}</title>" + "".join(body) + "</svg>"
+    )
+
+
+def _nice_max(value: float) -> int:
+    """A round axis maximum >= value (1, 2, 5, 10, 20, 50, ...)."""
+    step = 1
+    while True:
+        for m in (1, 2, 5):
+            if step * m >= value:
+                return step * m
+        step *= 10
+
+
+def _y_axis(x0: float, top: float, plot_h: float, vmax: int, width: float) -> List[str]:
+    body = []
+    ticks = 5 if vmax >= 5 else vmax
+    for t in range(ticks + 1):
+        v = vmax * t / ticks
+        y = top + plot_h - plot_h * t / ticks
+        body.append(f'<line x1="{x0}" y1="{y:.1f}" x2="{width - 10}" y2="{y:.1f}" '
+                    f'stroke="#ddd" stroke-width="1"/>')
+        body.append(f'<text x="{x0 - 4}" y="{y + 4:.1f}" text-anchor="end" {FONT}>{v:g}</text>')
+    return body
+
+
+def units_per_concept(groups: Sequence[Tuple[str, Sequence[Tuple[str, int]]]],
+                      title: str = "detector units per concept") -> Markup:
+    """Bars of detector units per concept, grouped by category; empty Markup when no bar.
+
+    ``groups``: (category, [(label, units), ...]) in display order.
+    """
+    colors = category_colors([c for c, _ in groups])  # the same colors as the unit cards
+    groups = [(cat, list(bars)) for cat, bars in groups if bars]
+    if not groups:
+        return Markup("")
+    bar_w, gap, group_gap = 16, 4, 18
+    # a group is at least as wide as its category caption, so captions never overlap
+    spans = [max(len(bars) * (bar_w + gap), 7 * len(cat) + 4) for cat, bars in groups]
+    longest = max(len(label) for _, bars in groups for label, _ in bars)
+    left, top, label_h = 36, 28, min(170, 16 + int(5.5 * longest))  # room for rotated labels
+    plot_h = 150
+    width = left + gap + sum(spans) + group_gap * (len(groups) - 1) + 20
+    height = top + plot_h + label_h
+    vmax = _nice_max(max(n for _, bars in groups for _, n in bars))
+    body = _y_axis(left, top, plot_h, vmax, width)
+    x0 = left + gap
+    for (cat, bars), span in zip(groups, spans):
+        x = x0
+        for label, n in bars:
+            h = plot_h * n / vmax
+            y = top + plot_h - h
+            body.append(f'<rect x="{x}" y="{y:.1f}" width="{bar_w}" height="{h:.1f}" '
+                        f'fill="{colors[cat]}"><title>{escape(label)} ({escape(cat)}): '
+                        f'{n} unit{"s" if n != 1 else ""}</title></rect>')
+            lx, ly = x + bar_w / 2 + 4, top + plot_h + 6
+            body.append(f'<text x="{lx:.1f}" y="{ly}" transform="rotate(-60 {lx:.1f} {ly})" '
+                        f'text-anchor="end" {FONT}>{escape(label)}</text>')
+            x += bar_w + gap
+        body.append(f'<text x="{x0}" y="{top - 10}" {FONT} font-weight="bold" '
+                    f'fill="{colors[cat]}">{escape(cat)}</text>')
+        x0 += span + group_gap
+    return _svg(width, height, body, title)
+
+
+def stacked_bars(bars: Sequence[Tuple[str, Dict[str, int]]], categories: Sequence[str],
+                 title: str, groups: Sequence[Tuple[str, int]] = ()) -> Markup:
+    """One bar per x label, stacked by category, with a legend (the paper's figure of unique
+    detectors per category for each layer). ``groups``: optional (name, bar count) captions
+    spanning consecutive bars (the runs of a comparison)."""
+    colors = category_colors(categories)
+    bar_w, gap = 34, 14
+    longest = max([len(label) for label, _ in bars] + [4])
+    left, top, label_h = 40, 52 if groups else 30, min(170, 16 + int(4.5 * longest))
+    plot_h = 200
+    legend_w = 110
+    # x of each bar; a group of bars is at least as wide as its caption
+    groups = list(groups) or [("", len(bars))]
+    xs, spans, x = [], [], left + gap
+    for name, count in groups:
+        span = max(count * (bar_w + gap), 6.5 * len(name) + gap)
+        xs += [x + (span - count * (bar_w + gap)) / 2 + i * (bar_w + gap) for i in range(count)]
+        spans.append((x, span - gap, name))
+        x += span
+    width = x + gap + legend_w
+    height = top + plot_h + label_h
+    totals = [sum(v.get(c, 0) for c in categories) for _, v in bars]
+    vmax = _nice_max(max(totals + [1]))
+    body = [f'<rect width="{width:.0f}" height="{height:.0f}" fill="#fff"/>']
+    body += _y_axis(left, top, plot_h, vmax, width - legend_w)
+    body.append(f'<text x="{left}" y="14" {FONT} font-weight="bold">{escape(title)}</text>')
+    for (label, values), x, total in zip(bars, xs, totals):
+        y = top + plot_h
+        for cat in categories:
+            n = values.get(cat, 0)
+            if n <= 0:
+                continue
+            h = plot_h * n / vmax
+            y -= h
+            body.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar_w}" height="{h:.1f}" '
+                        f'fill="{colors[cat]}"><title>{escape(label)}: {n} {escape(cat)}'
+                        f'</title></rect>')
+        body.append(f'<text x="{x + bar_w / 2:.1f}" y="{y - 3:.1f}" text-anchor="middle" '
+                    f'{FONT}>{total}</text>')
+        lx, ly = x + bar_w / 2 + 4, top + plot_h + 8
+        body.append(f'<text x="{lx:.1f}" y="{ly}" transform="rotate(-45 {lx:.1f} {ly})" '
+                    f'text-anchor="end" {FONT}>{escape(label)}</text>')
+    for gx, span, name in spans:
+        if name:
+            body.append(f'<line x1="{gx:.1f}" y1="{top - 14}" x2="{gx + span:.1f}" '
+                        f'y2="{top - 14}" stroke="#888"/><text x="{gx + span / 2:.1f}" '
+                        f'y="{top - 18}" text-anchor="middle" {FONT}>{escape(name)}</text>')
+    ly, lx = top, width - legend_w + 10
+    for cat in categories:
+        body.append(f'<rect x="{lx:.1f}" y="{ly}" width="12" height="12" fill="{colors[cat]}"/>'
+                    f'<text x="{lx + 17:.1f}" y="{ly + 10}" {FONT}>{escape(cat)}</text>')
+        ly += 18
+    return _svg(width, height, body, title)
+
+
+def iou_curve(edges, ious, label: str, width: int = 190, height: int = 86) -> Markup:
+    """IoU against the threshold (a unit, one concept), with the best threshold marked."""
+    import numpy as np
+
+    edges, ious = np.asarray(edges, float), np.asarray(ious, float)
+    best = int(np.argmax(ious))
+    left, right, top, bottom = 30, 6, 8, 18
+    lo, hi = float(edges[0]), float(edges[-1])
+    span = hi - lo if hi > lo else 1.0
+    y_max = max(float(ious.max()), 1e-9)
+
+    def x(v):
+        return left + (width - left - right) * (v - lo) / span
+
+    def y(v):
+        return top + (height - top - bottom) * (1 - v / y_max)
+
+    points = " ".join(f"{x(e):.1f},{y(v):.1f}" for e, v in zip(edges, ious))
+    body = [
+        f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}" '
+        f'stroke="#999"/>',
+        f'<polyline points="{points}" fill="none" stroke="#2c6fbb" stroke-width="1.5"/>',
+        f'<circle cx="{x(edges[best]):.1f}" cy="{y(ious[best]):.1f}" r="3" fill="#c0392b"/>',
+        f'<text x="{left - 3}" y="{top + 8}" text-anchor="end" {FONT}>{y_max:.2f}</text>',
+        f'<text x="{left - 3}" y="{height - bottom}" text-anchor="end" {FONT}>0</text>',
+        f'<text x="{left}" y="{height - 4}" {FONT}>threshold {lo:.2g}..{hi:.2g}; best '
+        f'{edges[best]:.3g}</text>',
+    ]
+    return _svg(width, height, body, f"IoU with {label} against the threshold")
+
+
+def removal_curve_svg(curve: Dict, width: int = 420, height: int = 260) -> str:
+    """The concept's share of pixels against the number of its top units ablated."""
+    points = [(0, curve["before"])] + [(p["k"], p["fraction"]) for p in curve["points"]]
+    left, right, top, bottom = 56, 16, 28, 40
+    x_max = max(k for k, _ in points) or 1
+    y_max = max(v for _, v in points) or 1.0
+
+    def xy(k, v):
+        return (left + (width - left - right) * k / x_max,
+                top + (height - top - bottom) * (1 - v / y_max))
+
+    path = " ".join(f"{'M' if i == 0 else 'L'}{x:.1f},{y:.1f}"
+                    for i, (x, y) in enumerate(xy(k, v) for k, v in points))
+    dots = "".join(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3"/>'
+                   for x, y in (xy(k, v) for k, v in points))
+    ticks = "".join(
+        f'<text x="{xy(k, 0)[0]:.1f}" y="{height - bottom + 16}" text-anchor="middle">{k}</text>'
+        for k, _ in points)
+    title = escape(f"Removing {curve['concept']!r}: top units of {curve['layer']} ablated")
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'font-family="sans-serif" font-size="11">'
+        f'<text x="{left}" y="16" font-size="12">{title}</text>'
+        f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}" '
+        f'stroke="#888"/><line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" '
+        f'stroke="#888"/>{ticks}'
+        f'<text x="{(left + width - right) / 2}" y="{height - 6}" text-anchor="middle">'
+        f'units ablated</text>'
+        f'<text x="12" y="{(top + height - bottom) / 2}" transform="rotate(-90 12 '
+        f'{(top + height - bottom) / 2})" text-anchor="middle">share of pixels</text>'
+        f'<text x="{left - 4}" y="{top + 4}" text-anchor="end">{y_max:.3f}</text>'
+        f'<text x="{left - 4}" y="{height - bottom}" text-anchor="end">0</text>'
+        f'<path d="{path}" fill="none" stroke="#c0392b" stroke-width="2"/>'
+        f'<g fill="#c0392b">{dots}</g></svg>')

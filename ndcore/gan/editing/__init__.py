@@ -1,0 +1,1 @@
+"""Editing a generator's units (ablate / insert), measuring the effect of an edit, edit files."""

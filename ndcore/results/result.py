@@ -1,0 +1,251 @@
+"""A run's results: units labelled from saved counts, and the result files (tally.csv, JSON).
+
+A result can be re-labelled with another IoU cut-off, union convention or category subset
+without re-running the model: everything here works from :class:`~ndcore.counts.TallyCounts`
+state and the vocabulary saved with the run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+from urllib.parse import quote
+
+import numpy as np
+
+from ..conventions import DEFAULT_CUTOFF
+from ..data.vocabulary import Vocabulary
+from ..errors import NdcoreError, OutputError
+from .iou import iou_matrix
+
+
+@dataclass
+class UnitResult:
+    unit: int  # 0-based
+    label: str
+    category: str
+    iou: float
+    label_number: int
+    by_category: Dict[str, Dict] = field(default_factory=dict)  # cat -> best label of that cat
+    ranked: List[Dict] = field(default_factory=list)  # next best labels overall
+
+
+@dataclass
+class LayerResult:
+    """The labels of one layer's units under one union convention, cut-off and category set."""
+
+    layer: str
+    vocabulary: Vocabulary
+    counts: Dict[str, np.ndarray]
+    thresholds: np.ndarray
+    union: str = "paper"
+    cutoff: float = DEFAULT_CUTOFF
+    full_vocabulary: Optional[Vocabulary] = None
+    topk: Optional[Dict[str, np.ndarray]] = None
+    rule: str = "quantile"  # threshold rule: "quantile" or "best-iou" (per unit and concept)
+    units: List[UnitResult] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._label()
+
+    @property
+    def num_units(self) -> int:
+        return self.counts["intersection"].shape[0]
+
+    def _label(self) -> None:
+        vocab = self.vocabulary
+        m = iou_matrix(self.counts, vocab, self.union, self.full_vocabulary, self.rule)
+        self.iou = m["iou"]
+        # best-iou: each (unit, label)'s own threshold [U, L]; None under the quantile rule
+        self.best_thresholds = m.get("thresholds")
+        self.units = []
+        for u in range(self.num_units):
+            by_cat = {}
+            for c, cat in enumerate(vocab.categories):
+                labels = np.nonzero(vocab.primary == c)[0]
+                best = int(labels[np.argmax(self.iou[u, labels])]) if labels.size else 0
+                if not labels.size or self.iou[u, best] <= 0:
+                    # NetDissect-Lite: no label with IoU > 0 gives label 0, written as "".
+                    by_cat[cat] = {"label": "", "number": 0, "iou": 0.0, "truth": 0,
+                                   "activation": 0, "intersect": 0}
+                    continue
+                by_cat[cat] = {
+                    "label": vocab.label_names[best], "number": best,
+                    "iou": float(self.iou[u, best]), "truth": int(m["truth"][best]),
+                    "activation": int(m["activation"][u, best]),
+                    "intersect": int(m["intersection"][u, best]),
+                }
+            # The best category; ties (e.g. all zero) go to the later one, as NetDissect-Lite's
+            # reversed argsort does.
+            best_cat = max(vocab.categories,
+                           key=lambda c: (by_cat[c]["iou"], vocab.categories.index(c)))
+            top = by_cat[best_cat]
+            order = np.argsort(-self.iou[u], kind="stable")[:6]
+            ranked = [
+                {"label": vocab.label_names[l], "category": vocab.categories[vocab.primary[l]],
+                 "iou": float(self.iou[u, l])}
+                for l in order if self.iou[u, l] > 0
+            ]
+            self.units.append(UnitResult(u, top["label"], best_cat, top["iou"], top["number"],
+                                         by_cat, ranked))
+
+    def detectors(self) -> List[UnitResult]:
+        return [u for u in self.units if u.iou > self.cutoff]
+
+    def summary(self) -> Dict:
+        det = self.detectors()
+        per_cat = {}
+        for cat in self.vocabulary.categories:
+            units = [u for u in det if u.category == cat]
+            per_cat[cat] = {"detectors": len(units), "unique": len({u.label for u in units})}
+        return {
+            "layer": self.layer,
+            "units": self.num_units,
+            "detectors": len(det),
+            "unique_detectors": len({u.label for u in det}),
+            "categories": per_cat,
+            "cutoff": self.cutoff,
+            "union": self.union,
+            "images": int(self.counts["num_images"]),
+        }
+
+    # -- writers -----------------------------------------------------------------------------
+
+    def tally_rows(self) -> List[Dict]:
+        """Rows in NetDissect-Lite's tally.csv layout, sorted by score (descending)."""
+        rows = []
+        for u in sorted(self.units, key=lambda r: (-r.iou, r.unit)):
+            row = {"unit": u.unit + 1, "category": u.category, "label": u.label,
+                   "score": f"{u.iou:.6f}"}
+            for cat in self.vocabulary.categories:
+                b = u.by_category[cat]
+                row[f"{cat}-label"] = b["label"]
+                row[f"{cat}-truth"] = b["truth"]
+                row[f"{cat}-activation"] = b["activation"]
+                row[f"{cat}-intersect"] = b["intersect"]
+                row[f"{cat}-iou"] = f"{b['iou']:.6f}"
+            rows.append(row)
+        return rows
+
+    def write(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        rows = self.tally_rows()
+        fields = ["unit", "category", "label", "score"] + [
+            f"{cat}-{k}" for cat in self.vocabulary.categories
+            for k in ("label", "truth", "activation", "intersect", "iou")]
+        with open(directory / "tally.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
+        units = [
+            {"unit": u.unit, "label": u.label, "category": u.category, "iou": u.iou,
+             "detector": u.iou > self.cutoff, "ranked": u.ranked,
+             "threshold": float(self.thresholds[u.unit])}
+            for u in self.units
+        ]
+        with open(directory / "summary.json", "w") as f:
+            json.dump({"summary": self.summary(), "units": units}, f, indent=1)
+        np.save(directory / "iou.npy", self.iou.astype(np.float32))  # [U, L] for analysis
+
+
+LAYER_FILES = ("counts.npz", "thresholds.npy")
+
+
+def layer_dir(run_dir: Path, layer: str) -> Path:
+    """A layer's folder in a run directory (dotted names stay readable; '/' etc. are quoted)."""
+    return Path(run_dir) / quote(layer, safe="._-")
+
+
+def save_layer_counts(directory: Path, counts: Dict[str, np.ndarray], thresholds: np.ndarray,
+                      topk: Optional[Dict[str, np.ndarray]]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(directory / "counts.npz", **counts)
+    np.save(directory / "thresholds.npy", thresholds.astype(np.float32))
+    if topk is not None:
+        np.savez_compressed(directory / "topk.npz", **topk)
+
+
+def _category_view(full: Vocabulary, categories: Optional[Sequence[str]], where) -> Vocabulary:
+    """The run's vocabulary, restricted to ``categories`` when given (unknown ones refused)."""
+    if not categories:
+        return full
+    unknown = [c for c in categories if c not in full.categories]
+    if unknown:
+        raise NdcoreError(f"{where}: the run has no category {unknown[0]!r}; "
+                          f"it has {', '.join(full.categories)}")
+    return full.restricted(categories)
+
+
+class DissectionResult:
+    """All layers of a run; load with :meth:`load`, relabel with :meth:`relabel`."""
+
+    def __init__(self, layers: Dict[str, LayerResult], vocabulary: Vocabulary,
+                 config: Dict, directory: Optional[Path] = None) -> None:
+        self.layers = layers
+        self.vocabulary = vocabulary
+        self.config = config
+        self.directory = directory
+
+    def __getitem__(self, layer: str) -> LayerResult:
+        return self.layers[layer]
+
+    def summary(self) -> Dict[str, Dict]:
+        return {name: lr.summary() for name, lr in self.layers.items()}
+
+    @classmethod
+    def load(cls, directory, union: Optional[str] = None, cutoff: Optional[float] = None,
+             categories: Optional[Sequence[str]] = None) -> "DissectionResult":
+        directory = Path(directory)
+        config_path = directory / "config.json"
+        if not config_path.is_file():
+            raise OutputError(f"{directory}: not an ndcore run directory (no config.json)")
+        config = json.loads(config_path.read_text())
+        if not config.get("complete", False):
+            raise OutputError(f"{directory}: the run did not finish (config.json says incomplete); "
+                              "run the same `ndcore dissect` command again")
+        full_vocab = Vocabulary.load(directory / "vocabulary.json")
+        vocab = _category_view(full_vocab, categories, directory)
+        options = config.get("options", {})
+        layers = {}
+        for name in config["layers"]:
+            folder = layer_dir(directory, name)
+            missing = [f for f in LAYER_FILES if not (folder / f).is_file()]
+            if missing:
+                raise OutputError(f"{folder}: incomplete layer result (missing {', '.join(missing)})")
+            with np.load(folder / "counts.npz") as z:
+                counts = {k: z[k] for k in z.files}
+            topk = None
+            if (folder / "topk.npz").is_file():
+                with np.load(folder / "topk.npz") as z:
+                    topk = {k: z[k] for k in z.files}
+            layers[name] = LayerResult(
+                layer=name, vocabulary=vocab, counts=counts,
+                thresholds=np.load(folder / "thresholds.npy"),
+                union=union or options.get("union", "paper"),
+                cutoff=cutoff if cutoff is not None else options.get("cutoff", DEFAULT_CUTOFF),
+                full_vocabulary=full_vocab, topk=topk,
+                rule=options.get("threshold", "quantile"))
+        return cls(layers, vocab, config, directory)
+
+    def relabel(self, union: Optional[str] = None, cutoff: Optional[float] = None,
+                categories: Optional[Sequence[str]] = None) -> "DissectionResult":
+        """The same counts labelled with another union convention, cut-off or category set."""
+        full = next(iter(self.layers.values())).full_vocabulary or self.vocabulary
+        vocab = _category_view(full, categories, self.directory)
+        layers = {
+            name: LayerResult(name, vocab, lr.counts, lr.thresholds, union or lr.union,
+                              lr.cutoff if cutoff is None else cutoff, full, lr.topk, lr.rule)
+            for name, lr in self.layers.items()
+        }
+        return DissectionResult(layers, vocab, self.config, self.directory)
+
+    def write_labels(self, directory: Optional[Path] = None) -> None:
+        """(Re)write tally.csv and the JSON summaries of every layer, and the run summary."""
+        directory = Path(directory or self.directory)
+        for name, lr in self.layers.items():
+            lr.write(layer_dir(directory, name))
+        with open(directory / "summary.json", "w") as f:
+            json.dump(self.summary(), f, indent=1)
