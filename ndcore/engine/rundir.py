@@ -19,12 +19,11 @@ from typing import Any, Dict, Optional
 
 from ..errors import OutputError
 from . import checkpoint
+from .options import RESULT_OPTIONS
 
 
 def fingerprint(config: Dict) -> Dict:
     """What makes two runs the same run (labelling options and speed settings left out)."""
-    from .options import RESULT_OPTIONS
-
     opts = {k: config["options"].get(k) for k in RESULT_OPTIONS}
     return {"model": config["model"], "layers": config["layers"],
             "dataset": config["dataset"], "options": opts}

@@ -2,8 +2,8 @@
 
 The run is an ordinary :class:`~ndcore.engine.Dissection` with two stages swapped: the stream
 yields probe indices, and the model stage generates, captures and segments
-(:mod:`ndcore.gan.stage`). Thresholds, the fused op, counts, checkpoints and torch.distributed
-are the same code as for datasets.
+(:mod:`ndcore.gan.dissection.stage`). Thresholds, the fused op, counts, checkpoints and
+torch.distributed are the same code as for datasets.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ import torch
 
 from ...errors import NdcoreError
 from . import intervene as iv
+from .edit_file import image_size, load_edit, png_bytes, render
 from .edits import box_mask
 from .figures import save_grid, save_removal_curve
 
@@ -110,9 +111,7 @@ def _intervene(run, layer, units, ablate, insert, region, samples, seed, concept
 
 def replay_edit(run_dir, edit: Union[str, Path, Dict], layer: Optional[str] = None, out=None,
                 device: str = "cpu") -> Dict:
-    """Replay a saved edit of one sample (see :mod:`ndcore.gan.edit_file`)."""
-    from .edit_file import image_size, load_edit, png_bytes, render
-
+    """Replay a saved edit of one sample (see :mod:`ndcore.gan.editing.edit_file`)."""
     with iv.load_generator_run(run_dir, device) as run:
         spec = load_edit(edit, run, image_size(run, device))
         if layer is not None and run.layer(layer).layer != spec.layer:
