@@ -57,6 +57,17 @@ def test_every_module_of_the_package_has_a_floor():
     assert not missing, f"give these a floor in pyproject.toml's import-linter contract: {missing}"
 
 
+def test_every_subpackage_is_packaged():
+    """A wheel or sdist holds only the packages pyproject.toml lists: a new subpackage missing
+    there works from a clone and fails once installed."""
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+                 ["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts)
+             for p in (ROOT / "ndcore").rglob("__init__.py")}
+    assert "ndcore.engine.statistics" in found  # premise: subpackages are found
+    assert found <= listed, f"add to pyproject.toml's packages: {sorted(found - listed)}"
+
+
 def test_plugins_import_only_the_plugin_api(monkeypatch):
     for path in PLUGIN_DIRS.values():
         monkeypatch.syspath_prepend(str(path))
