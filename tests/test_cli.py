@@ -99,3 +99,46 @@ def test_demo_command(env, tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     assert (tmp_path / "demo" / "report" / "index.html").is_file()
     assert (tmp_path / "demo" / "conv5" / "tally.csv").is_file()
+
+
+def test_dissect_with_rotated_layers(env, tmp_path):
+    """--rotate: derived layers LAYER@rot<alpha> with rotation.npy, in summary.json, the report
+    and compare (the rotation chart)."""
+    out = tmp_path / "rot"
+    res = ndcore(env, "dissect", "--model", "demo", "--layers", "conv5", "--dataset",
+                 "synthetic:40", "--out", str(out), "--workers", "0", "--batch-size", "20",
+                 "--quiet", "--rotate", "conv5", "--rotate-alpha", "0,0.5,1",
+                 "--rotate-seed", "1")
+    assert res.returncode == 0, res.stdout + res.stderr
+    cfg = json.loads((out / "config.json").read_text())
+    derived = ["conv5@rot0", "conv5@rot0.5", "conv5@rot1"]
+    assert cfg["layers"] == ["conv5", *derived]
+    assert cfg["options"]["rotate"] == ["conv5"] and cfg["options"]["rotate_alpha"] == [0, 0.5, 1]
+    summary = json.loads((out / "summary.json").read_text())
+    for layer in derived:
+        rotation = np.load(out / layer / "rotation.npy")
+        assert rotation.shape == (128, 128) and rotation.dtype == np.float64
+        assert summary[layer]["layer"] == layer
+    np.testing.assert_array_equal(np.load(out / "conv5@rot0" / "rotation.npy"), np.eye(128))
+    assert (np.load(out / "conv5@rot0" / "thresholds.npy").tobytes()
+            == np.load(out / "conv5" / "thresholds.npy").tobytes())
+    index = (out / "report" / "index.html").read_text()
+    assert "Random rotation" in index and "detectors against alpha" in index
+    res = ndcore(env, "compare", str(out), "--out", str(tmp_path / "c.svg"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    chart = (tmp_path / "c-rotation.svg").read_text()
+    assert "conv5 alpha 0.5:" in chart and "unique detectors" in chart
+    assert "rotation chart written" in res.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--rotate", "conv9"], "--rotate conv9: layer 'conv9' not found"),
+    (["--rotate", "conv5", "--rotate-alpha", "0,2"], "--rotate-alpha 2.0: each alpha must lie"),
+    (["--rotate", "conv5", "--rotate-alpha", "0,x"], "--rotate-alpha '0,x': expected numbers"),
+])
+def test_rotate_errors_are_one_line(env, tmp_path, args, message):
+    res = ndcore(env, "dissect", "--model", "demo", "--layers", "conv5", "--dataset",
+                 "synthetic:40", "--out", str(tmp_path / "x"), "--quiet", *args)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert message in res.stdout.replace("\n", " ")
+    assert "Traceback" not in res.stdout + res.stderr

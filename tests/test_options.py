@@ -39,7 +39,7 @@ def test_every_flag_is_built_from_its_option():
         "--union", "--quantile", "--cutoff", "--categories", "--thresholds", "--quantile-on",
         "--batch-size", "--device", "--workers", "--topk", "--max-images", "--second-pass",
         "--cache-dir", "--cache-memory-mb", "--checkpoint-every", "--overwrite", "--precision",
-        "--threshold", "--layout", "--compile"]
+        "--threshold", "--layout", "--compile", "--rotate", "--rotate-alpha", "--rotate-seed"]
 
 
 def test_no_flags_give_the_default_options():
@@ -78,3 +78,15 @@ def test_the_command_line_builds_its_flags_without_torch():
     code = "import sys, ndcore.cli; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_rotation_flags_reach_the_options():
+    args = dissect_parser().parse_args(REQUIRED + [
+        "--rotate", "layer3", "--rotate", "layer4", "--rotate-alpha", "0, 0.5,1",
+        "--rotate-seed", "7"])
+    opts = dissect._options(args)
+    assert (opts.rotate, opts.rotate_alpha, opts.rotate_seed) == (
+        ["layer3", "layer4"], (0.0, 0.5, 1.0), 7)
+    assert list(opts.derived_layers()) == [
+        "layer3@rot0", "layer3@rot0.5", "layer3@rot1", "layer4@rot0", "layer4@rot0.5",
+        "layer4@rot1"]

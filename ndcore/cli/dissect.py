@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import fields
-from typing import Any, Callable, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 from ..engine.options import DissectOptions, Flag
 from ..errors import NdcoreError
@@ -29,15 +29,30 @@ def _parse_layouts(values: List[str]) -> Dict[str, str]:
     return parse_layout_options(values)
 
 
+def _parse_alphas(value: Any) -> Tuple[float, ...]:
+    if not isinstance(value, str):  # not given: the options' default
+        return tuple(value)
+    out = []
+    for text in csv_list(value) or []:
+        try:
+            out.append(float(text))
+        except ValueError:
+            raise NdcoreError(f"--rotate-alpha {value!r}: expected numbers, e.g. "
+                              "0,0.25,0.5,0.75,1") from None
+    return tuple(out)
+
+
 # How the command line's text becomes the value of the options that are not one number or word.
 PARSE_VALUE: Dict[str, Callable[[Any], Any]] = {
-    "categories": csv_list, "thresholds": _parse_thresholds, "layouts": _parse_layouts}
+    "categories": csv_list, "thresholds": _parse_thresholds, "layouts": _parse_layouts,
+    "rotate": lambda values: list(values or []), "rotate_alpha": _parse_alphas}
 
 # The run options' flags in the order --help lists them (after --thresholds and --layout); each
 # flag's name, default, choices and help are DissectOptions' (ndcore/engine/options.py).
 RUN_FLAGS = ("union", "quantile", "quantile_on", "cutoff", "categories", "batch_size", "device",
              "precision", "compile", "workers", "topk", "max_images", "second_pass", "cache_dir",
-             "cache_memory_mb", "checkpoint_every", "overwrite", "threshold")
+             "cache_memory_mb", "checkpoint_every", "overwrite", "threshold", "rotate",
+             "rotate_alpha", "rotate_seed")
 
 
 def add_option_flags(p: argparse.ArgumentParser, names: Sequence[str]) -> None:

@@ -23,7 +23,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from ..report.compare import compare_runs
+    from ..report.compare import compare_runs, rotation_chart_path
 
     rows, svg = compare_runs(args.runs, out=args.out, cutoff=args.cutoff, union=args.union)
     categories = list(rows[0]["categories"]) if rows else []
@@ -37,6 +37,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                         for c in categories])
     console.print(table)
     console.print(f"chart written to [bold]{svg}[/bold]")
+    if any("@rot" in r["layer"] for r in rows) and rotation_chart_path(svg).exists():
+        console.print(f"rotation chart written to [bold]{rotation_chart_path(svg)}[/bold]")
     return 0
 
 

@@ -18,7 +18,11 @@ from ..errors import NdcoreError
 # Labelling options (union, cutoff) and speed settings (batch size, workers, device, caching,
 # checkpoint interval) are left out: they do not change thresholds or counts.
 RESULT_OPTIONS = ("quantile", "quantile_on", "thresholds", "categories", "topk", "max_images",
-                  "precision", "threshold", "layouts")
+                  "precision", "threshold", "layouts", "rotate", "rotate_alpha", "rotate_seed")
+# The random-rotation options (docs/method.md section 13): left out of the fingerprint of a run
+# without --rotate, so that such a run keeps the fingerprint it had before they existed.
+ROTATE_OPTIONS = ("rotate", "rotate_alpha", "rotate_seed")
+DEFAULT_ROTATE_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 PRECISIONS = ("fp32", "bf16", "fp16")  # the forward pass's autocast dtypes: .forward.AUTOCAST
 QUANTILE_ON = ("raw", "upsampled")
@@ -113,6 +117,17 @@ class DissectOptions:
     compile: bool = option(False, Flag(  # speed only
         "--compile", action="store_true",
         help="torch.compile the model (a one-off compile time, then a faster forward)"))
+    rotate: List[str] = option(factory=list, flag=Flag(  # layers whose units are rotated
+        "--rotate", action="append", metavar="LAYER",
+        help="also dissect LAYER's units under random rotations Q^alpha, as derived layers "
+             "LAYER@rot<alpha> from the same forward pass (docs/method.md section 13; "
+             "repeatable)"))
+    rotate_alpha: Tuple[float, ...] = option(DEFAULT_ROTATE_ALPHAS, Flag(
+        "--rotate-alpha", metavar="A1,A2,...",
+        help="the powers alpha in [0, 1] of the rotations of --rotate (0: the layer itself, "
+             "1: a Haar-random rotation; default 0,0.25,0.5,0.75,1)"))
+    rotate_seed: int = option(0, Flag(
+        "--rotate-seed", value_type=int, help="seed of the random rotation of --rotate"))
     channels_last: Optional[bool] = option(None)  # no flag; None: on CUDA only
 
     def __post_init__(self) -> None:
@@ -160,5 +175,40 @@ class DissectOptions:
                 parse_layout(spec)
             except NdcoreError as e:
                 raise NdcoreError(f"--layout {layer}={spec}: {e}") from None
+        self._validate_rotation()
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise NdcoreError("--device cuda: no CUDA GPU is available to torch")
+
+    def _validate_rotation(self) -> None:
+        import math
+
+        from ..capture.rotation import SEPARATOR, derived_name
+
+        for layer in self.rotate:
+            if not isinstance(layer, str) or not layer:
+                raise NdcoreError(f"--rotate {layer!r}: give a layer name")
+            if SEPARATOR in layer:
+                raise NdcoreError(f"--rotate {layer}: a derived layer cannot be rotated again")
+        if len(set(self.rotate)) != len(self.rotate):
+            raise NdcoreError("--rotate names a layer twice")
+        if not self.rotate_alpha:
+            raise NdcoreError("--rotate-alpha: give at least one alpha in [0, 1]")
+        names = set()
+        for alpha in self.rotate_alpha:
+            if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) \
+                    or not math.isfinite(alpha) or not 0.0 <= alpha <= 1.0:
+                raise NdcoreError(f"--rotate-alpha {alpha!r}: each alpha must lie in [0, 1]")
+            name = derived_name("", alpha)
+            if name in names:
+                raise NdcoreError(f"--rotate-alpha {alpha!r}: given twice")
+            names.add(name)
+        if isinstance(self.rotate_seed, bool) or not isinstance(self.rotate_seed, int) \
+                or self.rotate_seed < 0:
+            raise NdcoreError(f"--rotate-seed {self.rotate_seed!r}: must be an integer >= 0")
+
+    def derived_layers(self) -> Dict[str, Tuple[str, float]]:
+        """{derived layer name: (source layer, alpha)} of --rotate, in order."""
+        from ..capture.rotation import derived_name
+
+        return {derived_name(layer, float(alpha)): (layer, float(alpha))
+                for layer in self.rotate for alpha in self.rotate_alpha}

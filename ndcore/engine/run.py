@@ -19,6 +19,7 @@ from typing import Callable, Dict, Optional, Sequence
 import numpy as np
 import torch
 
+from ..capture import resolve_layers
 from ..data.labelspace import LabelSpace
 from ..data.probe import ProbeSource
 from ..errors import DatasetError, NdcoreError
@@ -33,7 +34,7 @@ from .options import DissectOptions
 from .passes import Passes, PassResults
 from .rundir import RunDirectory, fingerprint_hash
 from .scratch import remove_stale
-from .stage import DatasetStage, Stage
+from .stage import DatasetStage, RotatingStage, Stage, rotation_matrix
 from .stream import BatchGrid, ItemCheck, ProbeStream
 from ..version import __version__
 
@@ -54,7 +55,11 @@ class Dissection:
         if not layers:
             raise NdcoreError("no layers to dissect: give --layers L1,L2")
         self.model = model
-        self.layers = list(dict.fromkeys(layers))
+        # Derived layers (--rotate): {LAYER@rot<alpha>: (LAYER, alpha)}, dissected after the
+        # given layers; `captured` are the model's layers that the forward pass captures.
+        self.derived = options.derived_layers()
+        self.layers = list(dict.fromkeys(list(layers) + list(self.derived)))
+        self.captured = list(dict.fromkeys(self.derived.get(l, (l,))[0] for l in self.layers))
         self.source = source
         self.options = options
         self.out = Path(out) if out is not None else None
@@ -67,13 +72,18 @@ class Dissection:
         unknown = [l for l in options.thresholds if l not in self.layers]
         if unknown:
             raise NdcoreError(f"--thresholds names layer {unknown[0]!r}, which is not in --layers")
+        for layer in options.rotate:
+            try:
+                resolve_layers(model.module, [layer])
+            except NdcoreError as e:
+                raise NdcoreError(f"--rotate {layer}: {e}") from None
         # Checks the layer names and --layout, and decides every layer's layout (nchw, nhwc,
         # tokens, vector) on probe image 0, before any work or file: {layer: layout}.
         self.layouts = self._decide_layouts()
         self.labelspace = LabelSpace(self.vocab)
 
     def _decide_layouts(self) -> Dict:
-        return decide_layouts(self.model, self.layers, self.options.layouts, self.source)
+        return decide_layouts(self.model, self.captured, self.options.layouts, self.source)
 
     def config(self) -> Dict:
         opts = asdict(self.options)
@@ -88,7 +98,8 @@ class Dissection:
                       "description": self.model.description},
             "layers": self.layers,
             # how each layer's output became [B, C, h, w] maps (nchw, nhwc, tokens, vector)
-            "layouts": {l: str(layout) for l, layout in self.layouts.items()},
+            "layouts": {l: str(self.layouts[self.derived.get(l, (l,))[0]]) for l in self.layers
+                        if self.derived.get(l, (l,))[0] in self.layouts},
             "dataset": {"spec": self.source.info.spec, "kind": self.source.info.kind,
                         "root": self.source.info.root, "images": len(self.source),
                         "categories": list(self.vocab.categories)},
@@ -144,8 +155,11 @@ class Dissection:
         given = {k: v.to(device) for k, v in self._given_thresholds().items()}
         keeps_checkpoints = writer and self.options.checkpoint_every > 0
         with progress_bar(not self.quiet and dist.is_writer) as bar:
+            stage = self._stage(device)
+            if self.derived:
+                stage = RotatingStage(stage, self.derived, self.options.rotate_seed)
             passes = Passes(
-                stage=self._stage(device), stream=self._stream(grid, device),
+                stage=stage, stream=self._stream(grid, device),
                 layers=self.layers, given=given, options=self.options,
                 labelspace=self.labelspace, dist=dist, device=device,
                 run_dir=self.out if keeps_checkpoints else None,
@@ -182,6 +196,10 @@ class Dissection:
         self.vocab.save(self.out / "vocabulary.json")
         for name, lr in result.layers.items():
             save_layer_counts(layer_dir(self.out, name), lr.counts, lr.thresholds, lr.topk)
+            if name in self.derived:  # R_alpha: the rotated unit i is sum_j R[i, j] unit_j
+                np.save(layer_dir(self.out, name) / "rotation.npy",
+                        rotation_matrix(len(lr.thresholds), self.derived[name][1],
+                                        self.options.rotate_seed))
         write_image_list(self.out, self.source)
         if self.outputs:
             kept = kept_images(results.topk)

@@ -19,14 +19,18 @@ from typing import Any, Dict, Optional
 
 from ..errors import OutputError
 from . import checkpoint
-from .options import RESULT_OPTIONS
+from .options import RESULT_OPTIONS, ROTATE_OPTIONS
 
 
 def fingerprint(config: Dict) -> Dict:
     """What makes two runs the same run (labelling options and speed settings left out)."""
     opts = {k: config["options"].get(k) for k in RESULT_OPTIONS}
-    return {"model": config["model"], "layers": config["layers"],
-            "dataset": config["dataset"], "options": opts}
+    if not opts.get("rotate"):  # as before the rotation options existed
+        for k in ROTATE_OPTIONS:
+            opts.pop(k)
+    # as config.json reads back (tuples as lists), so that a fresh config equals a saved one
+    return json.loads(json.dumps({"model": config["model"], "layers": config["layers"],
+                                  "dataset": config["dataset"], "options": opts}))
 
 
 def fingerprint_hash(config: Dict) -> str:

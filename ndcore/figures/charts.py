@@ -163,6 +163,59 @@ def stacked_bars(bars: Sequence[Tuple[str, Dict[str, int]]], categories: Sequenc
     return _svg(width, height, body, title)
 
 
+def rotation_curves(curves: Sequence[Tuple[str, Sequence[Tuple[float, int, Dict[str, int]]]]],
+                    categories: Sequence[str],
+                    title: str = "detectors against the rotation's alpha") -> Markup:
+    """The paper's rotation figure: for each rotated layer, unique detectors (black) and
+    detectors per category (the category colours) against alpha in [0, 1]; one panel per
+    layer. ``curves``: (layer, [(alpha, unique detectors, {category: detectors}), ...])."""
+    curves = [(name, sorted(points)) for name, points in curves if points]
+    if not curves:
+        return Markup("")
+    colors = category_colors(categories)
+    panel_w, panel_h, left, top, gap, legend_w = 260, 170, 40, 44, 30, 130
+    width = left + len(curves) * (panel_w + gap) + legend_w
+    height = top + panel_h + 40
+    body = [f'<rect width="{width:.0f}" height="{height:.0f}" fill="#fff"/>',
+            f'<text x="{left}" y="14" {FONT} font-weight="bold">{escape(title)}</text>']
+    for k, (name, points) in enumerate(curves):
+        x0 = left + k * (panel_w + gap)
+        vmax = _nice_max(max([u for _, u, _ in points] +
+                             [v for _, _, per in points for v in per.values()] + [1]))
+        body += _y_axis(x0, top, panel_h, vmax, x0 + panel_w + 10)
+        body.append(f'<text x="{x0 + panel_w / 2:.1f}" y="{top - 10}" text-anchor="middle" '
+                    f'{FONT} font-weight="bold">{escape(name)}</text>')
+        for t in (0, 0.25, 0.5, 0.75, 1):
+            x = x0 + panel_w * t
+            body.append(f'<text x="{x:.1f}" y="{top + panel_h + 14}" text-anchor="middle" '
+                        f'{FONT}>{t:g}</text>')
+        body.append(f'<text x="{x0 + panel_w / 2:.1f}" y="{top + panel_h + 30}" '
+                    f'text-anchor="middle" {FONT}>alpha</text>')
+
+        def line(values, color, label, dash=""):
+            xy = [(x0 + panel_w * a, top + panel_h - panel_h * v / vmax)
+                  for a, v in zip([a for a, _, _ in points], values)]
+            path = " ".join(f"{x:.1f},{y:.1f}" for x, y in xy)
+            body.append(f'<polyline points="{path}" fill="none" stroke="{color}" '
+                        f'stroke-width="2"{dash}><title>{escape(name)}: {escape(label)}'
+                        f'</title></polyline>')
+            for (x, y), (a, v) in zip(xy, zip([a for a, _, _ in points], values)):
+                body.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{color}">'
+                            f'<title>{escape(name)} alpha {a:g}: {v} {escape(label)}</title>'
+                            f'</circle>')
+
+        for cat in categories:
+            line([per.get(cat, 0) for _, _, per in points], colors[cat], f"{cat} detectors")
+        line([u for _, u, _ in points], "#000", "unique detectors", ' stroke-dasharray="5,3"')
+    lx, ly = width - legend_w + 10, top
+    for label, color in [("unique detectors", "#000")] + \
+            [(f"{c} detectors", colors[c]) for c in categories]:
+        body.append(f'<rect x="{lx:.1f}" y="{ly}" width="12" height="3" fill="{color}"/>'
+                    f'<text x="{lx + 17:.1f}" y="{ly + 5}" {FONT}>{escape(label)}</text>')
+        ly += 16
+    return _svg(width, height, body, title)
+
+
 def iou_curve(edges, ious, label: str, width: int = 190, height: int = 86) -> Markup:
     """IoU against the threshold (a unit, one concept), with the best threshold marked."""
     import numpy as np

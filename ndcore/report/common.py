@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from ..errors import NdcoreError
 
@@ -33,3 +33,21 @@ def check_positive(name: str, value: Optional[int]) -> None:
 def check_cutoff(cutoff: Optional[float]) -> None:
     if cutoff is not None and not (0.0 <= cutoff < 1.0):
         raise NdcoreError(f"cut-off must be in [0, 1), got {cutoff}")
+
+
+def rotation_curves(summaries: Dict[str, Dict], categories: Sequence[str]):
+    """For the chart of :func:`ndcore.figures.charts.rotation_curves`: each rotated layer's
+    points (alpha, unique detectors, {category: detectors}) from its derived layers
+    ``LAYER@rot<alpha>`` ({layer: LayerResult.summary()}), in the layers' order."""
+    from ..capture.rotation import parse_derived
+
+    curves: Dict[str, List] = {}
+    for name, s in summaries.items():
+        parsed = parse_derived(name)
+        if parsed is None:
+            continue
+        source, alpha = parsed
+        curves.setdefault(source, []).append(
+            (alpha, int(s["unique_detectors"]),
+             {c: int(s["categories"].get(c, {}).get("detectors", 0)) for c in categories}))
+    return list(curves.items())

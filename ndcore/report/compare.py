@@ -8,7 +8,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from ..errors import NdcoreError
 from ..results import DissectionResult
 from ..figures import charts
-from .common import check_cutoff
+from .common import check_cutoff, rotation_curves
+
+
+def rotation_chart_path(out: Path) -> Path:
+    """Where compare puts the rotation chart, next to its main chart ``out``."""
+    return out.with_name(out.stem + "-rotation.svg")
 
 
 def run_names(run_dirs: Sequence[Path]) -> List[str]:
@@ -25,7 +30,9 @@ def run_names(run_dirs: Sequence[Path]) -> List[str]:
 
 def compare_runs(run_dirs: Sequence, out=None, *, cutoff: Optional[float] = None,
                  union: Optional[str] = None) -> Tuple[List[Dict], Path]:
-    """One row per (run, layer), and an SVG chart of unique detectors per category per layer.
+    """One row per (run, layer), and an SVG chart of unique detectors per category per layer;
+    for runs with rotated layers (``LAYER@rot<alpha>``), a second chart of detectors against
+    alpha (:func:`rotation_chart_path`).
 
     Each run is labelled with its own saved settings unless ``cutoff`` / ``union`` are given
     (give them to compare runs on equal terms). The chart goes to ``out`` (default
@@ -40,10 +47,11 @@ def compare_runs(run_dirs: Sequence, out=None, *, cutoff: Optional[float] = None
     for r in results:  # runs may cover different categories: keep every one, in first-seen order
         categories += [c for c in r.vocabulary.categories if c not in categories]
 
-    rows, bars, groups = [], [], []
+    rows, bars, groups, curves = [], [], [], []
     for name, result in zip(names, results):
+        summaries = {}
         for layer, lr in result.layers.items():
-            s = lr.summary()
+            s = summaries[layer] = lr.summary()
             rows.append({
                 "run": name, "layer": layer, "model": result.config.get("model", {}).get("spec"),
                 "units": s["units"], "detectors": s["detectors"],
@@ -55,12 +63,18 @@ def compare_runs(run_dirs: Sequence, out=None, *, cutoff: Optional[float] = None
             bars.append((layer, {c: s["categories"].get(c, {}).get("unique", 0)
                                  for c in categories}))
         groups.append((name, len(result.layers)))
+        curves += [(f"{name}: {layer}" if len(results) > 1 else layer, points)
+                   for layer, points in rotation_curves(summaries, categories)]
 
     svg = charts.stacked_bars(bars, categories, "unique detectors per category", groups=groups)
     out = Path(out) if out else Path("compare.svg")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(charts.standalone(svg), encoding="utf-8")
+        if curves:  # runs with rotated layers: the paper's rotation figure
+            rotation_chart_path(out).write_text(charts.standalone(charts.rotation_curves(
+                curves, categories, "random rotation: detectors against alpha")),
+                encoding="utf-8")
     except OSError as e:
         raise NdcoreError(f"{out}: cannot write the chart ({e.strerror or e})") from None
     return rows, out

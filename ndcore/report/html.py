@@ -22,7 +22,7 @@ from ..results import DissectionResult, LayerResult, iou_curves, layer_dir
 from ..results.thumbnails import FOLDER as THUMBNAILS, image_sources
 from ..figures import charts
 from ..figures.charts import category_colors
-from .common import check_cutoff, check_positive, layer_slugs
+from .common import check_cutoff, check_positive, layer_slugs, rotation_curves
 from .strips import StripRenderer
 
 log = logging.getLogger(__name__)
@@ -201,6 +201,9 @@ def write_report(run_dir, *, cutoff: Optional[float] = None,
             dataset_spec=probe_description(result.config.get("dataset", {})),
             cutoff=f"{first.cutoff:g}" if first else "-", categories=cats, layers=layers,
             chart=figure, config_rows=config_rows(result.config, result),
+            rotation_chart=charts.rotation_curves(
+                rotation_curves({l["name"]: l["summary"] for l in layers}, cats), cats,
+                "random rotation: detectors against alpha"),
             interventions=interventions(run_dir, report_dir))
     return index
 

@@ -155,8 +155,9 @@ LAYER_FILES = ("counts.npz", "thresholds.npy")
 
 
 def layer_dir(run_dir: Path, layer: str) -> Path:
-    """A layer's folder in a run directory (dotted names stay readable; '/' etc. are quoted)."""
-    return Path(run_dir) / quote(layer, safe="._-")
+    """A layer's folder in a run directory (dotted names and derived layers such as
+    ``layer4@rot0.5`` stay readable; '/' etc. are quoted)."""
+    return Path(run_dir) / quote(layer, safe="._-@")
 
 
 def save_layer_counts(directory: Path, counts: Dict[str, np.ndarray], thresholds: np.ndarray,

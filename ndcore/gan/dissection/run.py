@@ -96,7 +96,7 @@ class GeneratorDissection(Dissection):
 
     def _decide_layouts(self):
         """Checks the layer names now; a generator's layouts are decided on its first batch."""
-        resolve_layers(self.model.module, self.layers)
+        resolve_layers(self.model.module, self.captured)
         return {}
 
     def config(self):
