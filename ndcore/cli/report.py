@@ -23,6 +23,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from ..capture.rotation import parse_derived
     from ..report.compare import compare_runs, rotation_chart_path
 
     rows, svg = compare_runs(args.runs, out=args.out, cutoff=args.cutoff, union=args.union)
@@ -37,7 +38,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                         for c in categories])
     console.print(table)
     console.print(f"chart written to [bold]{svg}[/bold]")
-    if any("@rot" in r["layer"] for r in rows) and rotation_chart_path(svg).exists():
+    if any(parse_derived(r["layer"]) for r in rows):
         console.print(f"rotation chart written to [bold]{rotation_chart_path(svg)}[/bold]")
     return 0
 

@@ -28,6 +28,7 @@ from ..ops import extension_info
 from ..progress import progress_bar
 from ..results import DissectionResult, LayerResult, layer_dir, save_layer_counts
 from ..results.images import write_image_list
+from ..version import __version__
 from . import checkpoint, distributed
 from .forward import ModelRunner, decide_layouts
 from .options import DissectOptions
@@ -36,7 +37,6 @@ from .rundir import RunDirectory, fingerprint_hash
 from .scratch import remove_stale
 from .stage import DatasetStage, RotatingStage, Stage, rotation_matrix
 from .stream import BatchGrid, ItemCheck, ProbeStream
-from ..version import __version__
 
 # A caller's extra output, written into the run directory before the run is marked complete
 # (so that a run killed while writing it is resumed, not taken as finished): called with the

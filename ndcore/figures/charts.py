@@ -165,7 +165,7 @@ def stacked_bars(bars: Sequence[Tuple[str, Dict[str, int]]], categories: Sequenc
 
 def rotation_curves(curves: Sequence[Tuple[str, Sequence[Tuple[float, int, Dict[str, int]]]]],
                     categories: Sequence[str],
-                    title: str = "detectors against the rotation's alpha") -> Markup:
+                    title: str = "random rotation: detectors against alpha") -> Markup:
     """The paper's rotation figure: for each rotated layer, unique detectors (black) and
     detectors per category (the category colours) against alpha in [0, 1]; one panel per
     layer. ``curves``: (layer, [(alpha, unique detectors, {category: detectors}), ...])."""

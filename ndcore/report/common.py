@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from typing import Dict, List, Optional, Sequence
 
+from ..capture.rotation import parse_derived
 from ..errors import NdcoreError
+
 
 def layer_slugs(layers: Sequence[str]) -> Dict[str, str]:
     """A distinct, file-system-safe name per layer (layer names come from user models).
@@ -39,8 +41,6 @@ def rotation_curves(summaries: Dict[str, Dict], categories: Sequence[str]):
     """For the chart of :func:`ndcore.figures.charts.rotation_curves`: each rotated layer's
     points (alpha, unique detectors, {category: detectors}) from its derived layers
     ``LAYER@rot<alpha>`` ({layer: LayerResult.summary()}), in the layers' order."""
-    from ..capture.rotation import parse_derived
-
     curves: Dict[str, List] = {}
     for name, s in summaries.items():
         parsed = parse_derived(name)

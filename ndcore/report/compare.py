@@ -72,9 +72,8 @@ def compare_runs(run_dirs: Sequence, out=None, *, cutoff: Optional[float] = None
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(charts.standalone(svg), encoding="utf-8")
         if curves:  # runs with rotated layers: the paper's rotation figure
-            rotation_chart_path(out).write_text(charts.standalone(charts.rotation_curves(
-                curves, categories, "random rotation: detectors against alpha")),
-                encoding="utf-8")
+            rotation_chart_path(out).write_text(
+                charts.standalone(charts.rotation_curves(curves, categories)), encoding="utf-8")
     except OSError as e:
         raise NdcoreError(f"{out}: cannot write the chart ({e.strerror or e})") from None
     return rows, out

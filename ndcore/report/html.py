@@ -16,12 +16,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
-from ..version import __version__
+from ..figures import charts
+from ..figures.charts import category_colors
 from ..progress import progress_bar
 from ..results import DissectionResult, LayerResult, iou_curves, layer_dir
 from ..results.thumbnails import FOLDER as THUMBNAILS, image_sources
-from ..figures import charts
-from ..figures.charts import category_colors
+from ..version import __version__
 from .common import check_cutoff, check_positive, layer_slugs, rotation_curves
 from .strips import StripRenderer
 
@@ -202,8 +202,7 @@ def write_report(run_dir, *, cutoff: Optional[float] = None,
             cutoff=f"{first.cutoff:g}" if first else "-", categories=cats, layers=layers,
             chart=figure, config_rows=config_rows(result.config, result),
             rotation_chart=charts.rotation_curves(
-                rotation_curves({l["name"]: l["summary"] for l in layers}, cats), cats,
-                "random rotation: detectors against alpha"),
+                rotation_curves({l["name"]: l["summary"] for l in layers}, cats), cats),
             interventions=interventions(run_dir, report_dir))
     return index
 
