@@ -47,10 +47,12 @@ def model():
 
 
 def options(args, **extra):
+    """The engine alone: without the null and the bootstrap (their cost is
+    bench_significance.py's)."""
     from ndcore.engine import DissectOptions
 
     return DissectOptions(batch_size=args.batch_size, device=args.device, workers=args.workers,
-                          **extra)
+                          **{"null_permutations": 0, "bootstrap": 0, **extra})
 
 
 def time_forward(args, source) -> float:

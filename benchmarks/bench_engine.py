@@ -74,7 +74,9 @@ def dissect_cmd(data: Path, out: Path, args, *extra: str):
     return ["-m", "ndcore", "dissect", "--model", "torchvision:resnet18", "--random-init",
             "--layers", LAYERS, "--dataset", f"broden:{data}", "--out", str(out), "--quiet",
             "--no-report", "--batch-size", str(args.batch_size), "--workers",
-            str(args.workers), *([] if again else ["--overwrite"]), *extra]
+            str(args.workers), *([] if again else ["--overwrite"]),
+            # NetDissect-Lite has no null or bootstrap: compare like with like
+            "--null-permutations", "0", "--bootstrap", "0", *extra]
 
 
 def timed(cmd, env=None) -> float:

@@ -57,7 +57,8 @@ def dissect(args, out: Path) -> float:
     start = time.perf_counter()
     run_generator_dissection("dcgan-faces", LAYERS, args.segmenter, out, samples=args.samples,
                              seed=0, batch_size=args.batch_size, device=args.device,
-                             threshold=args.threshold, overwrite=True, quiet=True)
+                             threshold=args.threshold, overwrite=True, quiet=True,
+                             null_permutations=0, bootstrap=0)  # as before they existed
     sync(args.device)
     return time.perf_counter() - start
 

@@ -56,7 +56,7 @@ def options(args):
 
     return DissectOptions(batch_size=args.batch_size, device=args.device, workers=args.workers,
                           precision=args.precision, compile=args.compile,
-                          checkpoint_every=0)
+                          checkpoint_every=0, null_permutations=0, bootstrap=0)
 
 
 def runner_for(args, adapter, device):

@@ -117,14 +117,21 @@ def free_port() -> int:
 
 
 def assert_same_results(a: Path, b: Path, layers=("inner.1", "inner.3", "inner.4")) -> None:
-    """Thresholds bit for bit, tally.csv byte for byte, raw counts and top-k equal."""
+    """Thresholds bit for bit, tally.csv and summary.json byte for byte, raw counts, top-k and
+    the resamples' counts equal."""
     for layer in layers:
         ta = np.load(a / layer / "thresholds.npy")
         tb = np.load(b / layer / "thresholds.npy")
         assert ta.tobytes() == tb.tobytes(), f"{layer}: thresholds differ"
         assert (a / layer / "tally.csv").read_bytes() == (b / layer / "tally.csv").read_bytes(), \
             f"{layer}: tally.csv differs"
-        for name in ("counts.npz", "topk.npz"):
+        # the null's and the bootstrap's counts (on by default) and what they give
+        assert (a / layer / "resamples.npz").is_file() == (b / layer / "resamples.npz").is_file()
+        saved = [n for n in ("counts.npz", "topk.npz", "resamples.npz", "chance.npz")
+                 if (a / layer / n).is_file()]
+        assert (a / layer / "summary.json").read_bytes() == \
+            (b / layer / "summary.json").read_bytes(), f"{layer}: summary.json differs"
+        for name in saved:
             with np.load(a / layer / name) as za, np.load(b / layer / name) as zb:
                 assert sorted(za.files) == sorted(zb.files)
                 for key in za.files:

@@ -29,6 +29,7 @@ def run_dir(env, tmp_path_factory):
                  "--quiet", "--no-report")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "Interpretability per layer" in res.stdout
+    assert "detectors (FDR 5%)" in res.stdout and "stable" in res.stdout  # chance, confidence
     return out
 
 

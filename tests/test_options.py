@@ -39,7 +39,8 @@ def test_every_flag_is_built_from_its_option():
         "--union", "--quantile", "--cutoff", "--categories", "--thresholds", "--quantile-on",
         "--batch-size", "--device", "--workers", "--topk", "--max-images", "--second-pass",
         "--cache-dir", "--cache-memory-mb", "--checkpoint-every", "--overwrite", "--precision",
-        "--threshold", "--layout", "--compile", "--rotate", "--rotate-alpha", "--rotate-seed"]
+        "--threshold", "--layout", "--compile", "--rotate", "--rotate-alpha", "--rotate-seed",
+        "--null-permutations", "--bootstrap", "--resample-seed", "--fdr"]
 
 
 def test_no_flags_give_the_default_options():

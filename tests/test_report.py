@@ -255,6 +255,8 @@ def test_compare_runs(run, evil_run, tmp_path):
         s = DissectionResult.load(base, cutoff=0.04)[layer].summary()
         assert (r["detectors"], r["unique_detectors"]) == (s["detectors"], s["unique_detectors"])
         assert r["categories"]["object"] == s["categories"]["object"]
+        assert (r["detectors_fdr"], r["stable_labels"]) == \
+            (s.get("detectors_fdr"), s.get("stable_labels"))
     assert rows[0]["run"] != rows[-1]["run"]
     with pytest.raises(NdcoreError):
         compare_runs([])
@@ -291,7 +293,9 @@ def test_commands(run, tmp_path, capsys):
     register_commands(parser.add_subparsers(dest="command"))
     paths = json.loads((run / "images.json").read_text())
     for argv in (["report", str(run), "--cutoff", "0.1", "--topk", "2", "--quiet"],
+                 ["report", str(run), "--fdr", "0.2", "--quiet"],
                  ["compare", str(run), str(run), "--out", str(tmp_path / "c.svg")],
+                 ["compare", str(run), "--fdr", "0.2", "--out", str(tmp_path / "c2.svg")],
                  ["explain", str(run), paths[0], "--top", "2", "--out", str(tmp_path / "e.png")]):
         args = parser.parse_args(argv)
         assert args.func(args) == 0

@@ -52,7 +52,8 @@ PARSE_VALUE: Dict[str, Callable[[Any], Any]] = {
 RUN_FLAGS = ("union", "quantile", "quantile_on", "cutoff", "categories", "batch_size", "device",
              "precision", "compile", "workers", "topk", "max_images", "second_pass", "cache_dir",
              "cache_memory_mb", "checkpoint_every", "overwrite", "threshold", "rotate",
-             "rotate_alpha", "rotate_seed")
+             "rotate_alpha", "rotate_seed", "null_permutations", "bootstrap", "resample_seed",
+             "fdr")
 
 
 def add_option_flags(p: argparse.ArgumentParser, names: Sequence[str]) -> None:
@@ -70,12 +71,25 @@ def add_option_flags(p: argparse.ArgumentParser, names: Sequence[str]) -> None:
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
     add_option_flags(p, RUN_FLAGS)
+    p.add_argument("--no-null", action="store_true",
+                   help="no chance statistics: the same as --null-permutations 0")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report")
 
 
+def _null_permutations(args: argparse.Namespace) -> None:
+    """--no-null is --null-permutations 0; given with a positive N, which one was meant?"""
+    if not getattr(args, "no_null", False):
+        return
+    if args.null_permutations:
+        raise NdcoreError(f"--no-null: contradicts --null-permutations "
+                          f"{args.null_permutations}; give one of them")
+    args.null_permutations = 0
+
+
 def _options(args: argparse.Namespace) -> DissectOptions:
     """The run options (shared by image and generator dissection), from their flags."""
+    _null_permutations(args)
     values = {}
     for f in fields(DissectOptions):
         flag = f.metadata.get("flag")

@@ -10,13 +10,14 @@ from rich.table import Table
 from ..conventions import UNIONS
 from .args import csv_list
 from .console import console
+from .tables import dash, fdr_header, percent
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from ..report.html import write_report
 
     index = write_report(args.run, cutoff=args.cutoff, categories=csv_list(args.categories),
-                         union=args.union, topk=args.topk, workers=args.workers,
+                         union=args.union, fdr=args.fdr, topk=args.topk, workers=args.workers,
                          progress=not args.quiet)
     console.print(f"report written to [bold]{index}[/bold]")
     return 0
@@ -26,13 +27,21 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from ..capture.rotation import parse_derived
     from ..report.compare import compare_runs, rotation_chart_path
 
-    rows, svg = compare_runs(args.runs, out=args.out, cutoff=args.cutoff, union=args.union)
+    rows, svg = compare_runs(args.runs, out=args.out, cutoff=args.cutoff, union=args.union,
+                             fdr=args.fdr)
     categories = list(rows[0]["categories"]) if rows else []
+    # chance and confidence columns only where some run has them; '-' for a layer without
+    extra = [k for k in ("detectors_fdr", "stable_labels")
+             if any(r[k] is not None for r in rows)]
+    headers = {"detectors_fdr": fdr_header(r["fdr"] for r in rows), "stable_labels": "stable"}
     table = Table(title="Runs compared (category cells: detectors / unique detectors)")
-    for col in ("run", "layer", "units", "detectors", "unique", *categories):
+    for col in ("run", "layer", "units", "detectors", *[headers[k] for k in extra], "unique",
+                *categories):
         table.add_column(col, justify="left" if col in ("run", "layer") else "right")
     for r in rows:
         table.add_row(r["run"], r["layer"], str(r["units"]), str(r["detectors"]),
+                      *[_fdr_cell(r, rows) if k == "detectors_fdr" else dash(r[k])
+                        for k in extra],
                       str(r["unique_detectors"]),
                       *[f"{r['categories'][c]['detectors']}/{r['categories'][c]['unique']}"
                         for c in categories])
@@ -41,6 +50,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if any(parse_derived(r["layer"]) for r in rows):
         console.print(f"rotation chart written to [bold]{rotation_chart_path(svg)}[/bold]")
     return 0
+
+
+def _fdr_cell(row: dict, rows: list) -> str:
+    """The significant detectors; with their rate when the runs were tested at several."""
+    if row["detectors_fdr"] is None:
+        return "-"
+    if len({r["fdr"] for r in rows if r["fdr"] is not None}) > 1:
+        return f"{row['detectors_fdr']} ({percent(row['fdr'])})"
+    return str(row["detectors_fdr"])
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -68,6 +86,8 @@ def register(subparsers) -> None:
     p.add_argument("--cutoff", type=float, help="IoU above which a unit detects (default: run's)")
     p.add_argument("--categories", help="comma-separated subset of categories")
     p.add_argument("--union", choices=UNIONS, help="union convention")
+    p.add_argument("--fdr", type=float, metavar="Q",
+                   help="false discovery rate of the significant detectors (default: run's)")
     p.add_argument("--topk", type=int, default=10, help="top images shown per unit")
     p.add_argument("--workers", type=int, default=2, help="threads that draw the image strips")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -78,6 +98,8 @@ def register(subparsers) -> None:
     p.add_argument("--out", help="SVG chart file (default compare.svg)")
     p.add_argument("--cutoff", type=float, help="relabel every run with this cut-off")
     p.add_argument("--union", choices=UNIONS, help="relabel every run")
+    p.add_argument("--fdr", type=float, metavar="Q",
+                   help="test every run's significant detectors at this false discovery rate")
     p.set_defaults(func=cmd_compare)
 
     p = subparsers.add_parser("explain", help="segment one image with a layer's detector units")

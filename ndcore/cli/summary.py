@@ -33,6 +33,7 @@ def describe_incomplete(run: Path) -> str:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
+    from ..report.common import check_fdr
     from ..results import DissectionResult
     from .tables import print_summary
 
@@ -45,8 +46,9 @@ def cmd_summary(args: argparse.Namespace) -> int:
             complete = True  # let the loader report the broken file
         if not complete:
             raise OutputError(describe_incomplete(run))
+    check_fdr(args.fdr)
     result = DissectionResult.load(args.run, union=args.union, cutoff=args.cutoff,
-                                   categories=csv_list(args.categories))
+                                   categories=csv_list(args.categories), fdr=args.fdr)
     print_summary(result, top=args.top)
     if args.write:
         result.write_labels()
@@ -60,6 +62,8 @@ def register(sub) -> None:
     p.add_argument("--union", choices=UNIONS)
     p.add_argument("--cutoff", type=float)
     p.add_argument("--categories")
+    p.add_argument("--fdr", type=float, metavar="Q",
+                   help="false discovery rate of the significant detectors (default: the run's)")
     p.add_argument("--top", type=int, default=2, help="best units shown per category and layer")
     p.add_argument("--write", action="store_true", help="rewrite tally.csv with these settings")
     p.set_defaults(func=cmd_summary)

@@ -18,11 +18,17 @@ from ..errors import NdcoreError
 # Labelling options (union, cutoff) and speed settings (batch size, workers, device, caching,
 # checkpoint interval) are left out: they do not change thresholds or counts.
 RESULT_OPTIONS = ("quantile", "quantile_on", "thresholds", "categories", "topk", "max_images",
-                  "precision", "threshold", "layouts", "rotate", "rotate_alpha", "rotate_seed")
+                  "precision", "threshold", "layouts", "rotate", "rotate_alpha", "rotate_seed",
+                  "null_permutations", "bootstrap", "resample_seed")
 # The random-rotation options (docs/method.md section 13): left out of the fingerprint of a run
 # without --rotate, so that such a run keeps the fingerprint it had before they existed.
 ROTATE_OPTIONS = ("rotate", "rotate_alpha", "rotate_seed")
 DEFAULT_ROTATE_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
+# Chance and confidence (docs/method.md sections 14-15) under the quantile rule: permutations of
+# the null, bootstrap resamples. Each costs one more tally of every batch; see
+# benchmarks/bench_significance.py for what the defaults cost.
+DEFAULT_NULL_PERMUTATIONS = 8
+DEFAULT_BOOTSTRAP = 20
 
 PRECISIONS = ("fp32", "bf16", "fp16")  # the forward pass's autocast dtypes: .forward.AUTOCAST
 QUANTILE_ON = ("raw", "upsampled")
@@ -128,10 +134,39 @@ class DissectOptions:
              "1: a Haar-random rotation; default 0,0.25,0.5,0.75,1)"))
     rotate_seed: int = option(0, Flag(
         "--rotate-seed", value_type=int, help="seed of the random rotation of --rotate"))
+    # None: the default of the threshold rule (the DEFAULT_* above under quantile, 0 under
+    # best-iou, whose per-concept thresholds these statistics do not cover); set when made.
+    null_permutations: Optional[int] = option(None, Flag(
+        "--null-permutations", value_type=int, metavar="N",
+        help="chance: N seeded permutations pairing each image's unit masks with another "
+             "image's labels give each (unit, label) a p-value and the IoU chance reaches "
+             f"(docs/method.md section 14; default {DEFAULT_NULL_PERMUTATIONS}; 0 = off)"))
+    bootstrap: Optional[int] = option(None, Flag(
+        "--bootstrap", value_type=int, metavar="B",
+        help="confidence: B seeded bootstrap resamples of the probe images give each unit's "
+             "label a 95%% interval of its IoU and a stability (docs/method.md section 15; "
+             f"default {DEFAULT_BOOTSTRAP}; 0 = off)"))
+    resample_seed: int = option(0, Flag(
+        "--resample-seed", value_type=int,
+        help="seed of the null's permutations and the bootstrap's resamples"))
+    fdr: float = option(0.05, Flag(
+        "--fdr", value_type=float, metavar="Q",
+        help="false discovery rate of the significant detectors (Benjamini-Hochberg across a "
+             "layer's units; default 0.05)"))
     channels_last: Optional[bool] = option(None)  # no flag; None: on CUDA only
 
     def __post_init__(self) -> None:
+        self._default_resamples()
         self.validate()
+
+    def _default_resamples(self) -> None:
+        """None -> the threshold rule's default (a frozen dataclass: set once, when made)."""
+        quantile_rule = self.threshold == "quantile"
+        if self.null_permutations is None:
+            object.__setattr__(self, "null_permutations",
+                               DEFAULT_NULL_PERMUTATIONS if quantile_rule else 0)
+        if self.bootstrap is None:
+            object.__setattr__(self, "bootstrap", DEFAULT_BOOTSTRAP if quantile_rule else 0)
 
     def validate(self) -> None:
         """Raises :class:`NdcoreError` (one line, naming the flag) for a value that cannot run."""
@@ -176,6 +211,7 @@ class DissectOptions:
             except NdcoreError as e:
                 raise NdcoreError(f"--layout {layer}={spec}: {e}") from None
         self._validate_rotation()
+        self._validate_resamples()
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise NdcoreError("--device cuda: no CUDA GPU is available to torch")
 
@@ -205,6 +241,23 @@ class DissectOptions:
         if isinstance(self.rotate_seed, bool) or not isinstance(self.rotate_seed, int) \
                 or self.rotate_seed < 0:
             raise NdcoreError(f"--rotate-seed {self.rotate_seed!r}: must be an integer >= 0")
+
+    def _validate_resamples(self) -> None:
+        for flag, value, least in (("--null-permutations", self.null_permutations, 2),
+                                   ("--bootstrap", self.bootstrap, 2)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise NdcoreError(f"{flag} {value!r}: must be an integer >= 0 (0 = off)")
+            if 0 < value < least:
+                raise NdcoreError(f"{flag} {value}: give at least {least} (a spread needs "
+                                  "two draws), or 0 to turn it off")
+        if (self.null_permutations or self.bootstrap) and self.threshold != "quantile":
+            raise NdcoreError("--threshold best-iou: the null and the bootstrap cover the "
+                              "quantile rule only; give --no-null --bootstrap 0")
+        if isinstance(self.resample_seed, bool) or not isinstance(self.resample_seed, int) \
+                or self.resample_seed < 0:
+            raise NdcoreError(f"--resample-seed {self.resample_seed!r}: must be an integer >= 0")
+        if not 0.0 < self.fdr < 1.0:
+            raise NdcoreError(f"--fdr {self.fdr}: must lie strictly between 0 and 1")
 
     def derived_layers(self) -> Dict[str, Tuple[str, float]]:
         """{derived layer name: (source layer, alpha)} of --rotate, in order."""

@@ -49,6 +49,7 @@ class PassResults:
     thresholds: Dict[str, torch.Tensor]
     topk: Dict[str, Dict[str, Any]]  # layer -> its topk.npz
     counts: Dict[str, Dict[str, Any]]  # layer -> its counts.npz
+    resamples: Dict[str, Dict[str, Any]]  # layer -> its resamples.npz (layers with resamples)
     second_pass: str
     map_store: Optional[Dict[str, int]]  # the kept maps' figures (None: none kept)
     checkpoints: Dict[str, float]  # count and seconds of this process's checkpoints
@@ -161,8 +162,9 @@ class Passes:
     # -- results -----------------------------------------------------------------------------
 
     def _results(self, map_store: Optional[Dict[str, int]]) -> PassResults:
-        """Each layer's records (counts.npz, topk.npz) from its statistics' final states."""
-        records: Dict[str, Dict[str, Dict[str, Any]]] = {"counts": {}, "topk": {}}
+        """Each layer's records (counts.npz, topk.npz, resamples.npz) from its statistics' final states."""
+        records: Dict[str, Dict[str, Dict[str, Any]]] = {"counts": {}, "topk": {},
+                                                         "resamples": {}}
         for phase in sorted(self.finals):
             for layer, row, part in self.finals[phase].outputs():
                 records[row.record].setdefault(layer, {}).update(row.output(part))
@@ -172,5 +174,6 @@ class Passes:
         return PassResults(self.cursor.thresholds,
                            {l: records["topk"][l] for l in self.layers},
                            {l: records["counts"][l] for l in self.layers},
+                           records["resamples"],
                            self.cursor.second_pass or "none", map_store,
                            dict(self.checkpoints.time))

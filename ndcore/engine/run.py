@@ -188,14 +188,16 @@ class Dissection:
             layers[name] = LayerResult(name, self.vocab, results.counts[name],
                                        results.thresholds[name].numpy(), self.options.union,
                                        self.options.cutoff, self.vocab, top_np,
-                                       self.options.threshold)
+                                       self.options.threshold, results.resamples.get(name),
+                                       self.options.fdr)
         return DissectionResult(layers, self.vocab, config, self.out)
 
     def _write(self, result: DissectionResult, results: PassResults, run_dir: RunDirectory,
                config: Dict) -> None:
         self.vocab.save(self.out / "vocabulary.json")
         for name, lr in result.layers.items():
-            save_layer_counts(layer_dir(self.out, name), lr.counts, lr.thresholds, lr.topk)
+            save_layer_counts(layer_dir(self.out, name), lr.counts, lr.thresholds, lr.topk,
+                              lr.resamples)
             if name in self.derived:  # R_alpha: the rotated unit i is sum_j R[i, j] unit_j
                 np.save(layer_dir(self.out, name) / "rotation.npy",
                         rotation_matrix(len(lr.thresholds), self.derived[name][1],

@@ -37,6 +37,11 @@ def check_cutoff(cutoff: Optional[float]) -> None:
         raise NdcoreError(f"cut-off must be in [0, 1), got {cutoff}")
 
 
+def check_fdr(fdr: Optional[float]) -> None:
+    if fdr is not None and not (0.0 < fdr < 1.0):
+        raise NdcoreError(f"--fdr {fdr}: must lie strictly between 0 and 1")
+
+
 def rotation_curves(summaries: Dict[str, Dict], categories: Sequence[str]):
     """For the chart of :func:`ndcore.figures.charts.rotation_curves`: each rotated layer's
     points (alpha, unique detectors, {category: detectors}) from its derived layers

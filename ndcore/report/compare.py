@@ -8,7 +8,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from ..errors import NdcoreError
 from ..results import DissectionResult
 from ..figures import charts
-from .common import check_cutoff, rotation_curves
+from .common import check_cutoff, check_fdr, rotation_curves
 
 
 def rotation_chart_path(out: Path) -> Path:
@@ -29,19 +29,22 @@ def run_names(run_dirs: Sequence[Path]) -> List[str]:
 
 
 def compare_runs(run_dirs: Sequence, out=None, *, cutoff: Optional[float] = None,
-                 union: Optional[str] = None) -> Tuple[List[Dict], Path]:
+                 union: Optional[str] = None,
+                 fdr: Optional[float] = None) -> Tuple[List[Dict], Path]:
     """One row per (run, layer), and an SVG chart of unique detectors per category per layer;
     for runs with rotated layers (``LAYER@rot<alpha>``), a second chart of detectors against
     alpha (:func:`rotation_chart_path`).
 
-    Each run is labelled with its own saved settings unless ``cutoff`` / ``union`` are given
-    (give them to compare runs on equal terms). The chart goes to ``out`` (default
-    ``compare.svg`` in the current directory).
+    Each run is labelled with its own saved settings unless ``cutoff`` / ``union`` / ``fdr``
+    are given (give them to compare runs on equal terms). The chart goes to ``out`` (default
+    ``compare.svg`` in the current directory). A row's ``detectors_fdr`` (significant
+    detectors at its ``fdr``) and ``stable_labels`` are None for a layer without them.
     """
     if not run_dirs:
         raise NdcoreError("compare: give at least one run directory")
     check_cutoff(cutoff)
-    results = [DissectionResult.load(d, union=union, cutoff=cutoff) for d in run_dirs]
+    check_fdr(fdr)
+    results = [DissectionResult.load(d, union=union, cutoff=cutoff, fdr=fdr) for d in run_dirs]
     names = run_names(run_dirs)
     categories: List[str] = []
     for r in results:  # runs may cover different categories: keep every one, in first-seen order
@@ -56,7 +59,8 @@ def compare_runs(run_dirs: Sequence, out=None, *, cutoff: Optional[float] = None
                 "run": name, "layer": layer, "model": result.config.get("model", {}).get("spec"),
                 "units": s["units"], "detectors": s["detectors"],
                 "unique_detectors": s["unique_detectors"], "cutoff": s["cutoff"],
-                "union": s["union"],
+                "union": s["union"], "fdr": s.get("fdr"),
+                "detectors_fdr": s.get("detectors_fdr"), "stable_labels": s.get("stable_labels"),
                 "categories": {c: s["categories"].get(c, {"detectors": 0, "unique": 0})
                                for c in categories},
             })

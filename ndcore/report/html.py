@@ -11,18 +11,19 @@ import json
 import logging
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
+from ..conventions import STABLE_LABEL
 from ..figures import charts
 from ..figures.charts import category_colors
 from ..progress import progress_bar
 from ..results import DissectionResult, LayerResult, iou_curves, layer_dir
 from ..results.thumbnails import FOLDER as THUMBNAILS, image_sources
 from ..version import __version__
-from .common import check_cutoff, check_positive, layer_slugs, rotation_curves
+from .common import check_cutoff, check_fdr, check_positive, layer_slugs, rotation_curves
 from .strips import StripRenderer
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,43 @@ def unit_curves(lr: LayerResult) -> Dict[int, Markup]:
     return out
 
 
+def format_p(p: float) -> str:
+    """A p-value in two significant digits; one too small for a float reads as a bound."""
+    return "< 1e-300" if p < 1e-300 else f"{p:.2g}"
+
+
+def percent(share: float) -> str:
+    """0.05 -> '5%', 0.925 -> '92.5%'."""
+    return f"{100 * share:.3g}%"
+
+
+def unit_statistics(stats: Dict[str, Any]) -> Dict[str, Any]:
+    """A card's chance and confidence (from :attr:`UnitResult.stats`): None where the run did
+    not compute one, or where it is undefined (a unit without a label has no interval)."""
+    ci = stats.get("iou_ci")
+    p = stats.get("p_value")
+    return {
+        "ci": tuple(ci) if ci is not None else None,
+        "stability": stats.get("label_stability"),
+        "stability_text": (percent(stats["label_stability"])
+                           if stats.get("label_stability") is not None else None),
+        "p": p, "p_text": format_p(p) if p is not None else None,
+        "significant": stats.get("significant"),
+        "chance": stats.get("null_iou95"),
+    }
+
+
+def layer_statistics(lr: LayerResult) -> Optional[Dict[str, Any]]:
+    """What the layer page says about chance and confidence; None for a run without them."""
+    sig = lr.significance
+    if sig is None:
+        return None
+    return {"null": sig.significant is not None, "bootstrap": sig.label_stability is not None,
+            "permutations": sig.permutations, "resamples": sig.bootstrap,
+            "fdr": percent(sig.fdr), "stable": STABLE_LABEL, "stable_text": percent(STABLE_LABEL),
+            "note": sig.note}
+
+
 def unit_cards(lr: LayerResult, strips: Dict, colors: Dict[str, str]) -> List[Dict]:
     cards = []
     curves = unit_curves(lr)
@@ -95,7 +133,7 @@ def unit_cards(lr: LayerResult, strips: Dict, colors: Dict[str, str]) -> List[Di
             "unit": u.unit, "label": u.label, "category": u.category, "iou": u.iou,
             "detector": u.iou > lr.cutoff, "next": others, "search": search,
             "color": colors.get(u.category, "#888"), "strip": strips.get(u.unit),
-            "curve": curves.get(u.unit),
+            "curve": curves.get(u.unit), **unit_statistics(u.stats),
         })
     cards.sort(key=lambda c: (-c["iou"], c["unit"]))  # the page's default order (IoU, high first)
     return cards
@@ -128,7 +166,10 @@ def config_rows(config: Dict, result: DissectionResult) -> List[Tuple[str, List[
         ("options", sorted(config.get("options", {}).items())),
         ("this report", [("cut-off", first.cutoff if first else "-"),
                          ("union", first.union if first else "-"),
-                         ("categories", result.vocabulary.categories)]),
+                         ("categories", result.vocabulary.categories)]
+         + ([("false discovery rate", first.fdr)]
+            if first is not None and first.significance is not None
+            and first.significance.significant is not None else [])),
         ("versions", sorted(config.get("versions", {}).items())
          + [("elapsed (s)", config.get("elapsed_s"))]),
     ]
@@ -137,19 +178,21 @@ def config_rows(config: Dict, result: DissectionResult) -> List[Tuple[str, List[
 
 def write_report(run_dir, *, cutoff: Optional[float] = None,
                  categories: Optional[Sequence[str]] = None, union: Optional[str] = None,
-                 topk: int = 10, workers: int = 2, progress: bool = True,
-                 thumb_height: int = 96) -> Path:
+                 fdr: Optional[float] = None, topk: int = 10, workers: int = 2,
+                 progress: bool = True, thumb_height: int = 96) -> Path:
     """Write ``run_dir/report/index.html`` and one page per layer; returns the index path.
 
-    Works from the saved results alone (no model): ``cutoff``, ``categories`` and ``union``
-    relabel the units as ``ndcore summary`` does. Strips show up to ``topk`` images per unit
-    (as many as the run kept).
+    Works from the saved results alone (no model): ``cutoff``, ``categories``, ``union`` and
+    ``fdr`` relabel the units as ``ndcore summary`` does. Strips show up to ``topk`` images
+    per unit (as many as the run kept).
     """
     check_positive("topk", topk)
     check_positive("workers", workers)
     check_cutoff(cutoff)
+    check_fdr(fdr)
     run_dir = Path(run_dir)
-    result = DissectionResult.load(run_dir, union=union, cutoff=cutoff, categories=categories)
+    result = DissectionResult.load(run_dir, union=union, cutoff=cutoff, categories=categories,
+                                   fdr=fdr)
     report_dir = run_dir / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
     image_paths = image_sources(run_dir)  # None: no file (a copy may be in thumbnails/)
@@ -184,7 +227,7 @@ def write_report(run_dir, *, cutoff: Optional[float] = None,
                     missing_images=missing, js=js,
                     layout=result.config.get("layouts", {}).get(name, ""),
                     whole_image=lr.topk is not None and lr.topk["maps"].shape[-2:] == (1, 1),
-                    rule=lr.rule)
+                    rule=lr.rule, stats=layer_statistics(lr))
             layers.append({"name": name, "page": page, "summary": summary})
 
     if failures:  # one line for the whole report, not one per image
@@ -200,11 +243,23 @@ def write_report(run_dir, *, cutoff: Optional[float] = None,
             model_spec=_fmt(result.config.get("model", {}).get("spec")),
             dataset_spec=probe_description(result.config.get("dataset", {})),
             cutoff=f"{first.cutoff:g}" if first else "-", categories=cats, layers=layers,
+            columns=statistics_columns([l["summary"] for l in layers]),
+            stable=percent(STABLE_LABEL),
             chart=figure, config_rows=config_rows(result.config, result),
             rotation_chart=charts.rotation_curves(
                 rotation_curves({l["name"]: l["summary"] for l in layers}, cats), cats),
             interventions=interventions(run_dir, report_dir))
     return index
+
+
+def statistics_columns(summaries: List[Dict]) -> Dict[str, str]:
+    """The index table's chance and confidence columns {summary key: header}: only those some
+    layer has (a run without them shows the table it always did)."""
+    headers = {"detectors_fdr": "significant", "stable_labels": "stable labels"}
+    rates = {s["fdr"] for s in summaries if "fdr" in s}
+    if len(rates) == 1:
+        headers["detectors_fdr"] = f"significant (FDR {percent(rates.pop())})"
+    return {k: h for k, h in headers.items() if any(k in s for s in summaries)}
 
 
 def probe_description(dataset: Dict) -> str:

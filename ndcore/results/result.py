@@ -16,10 +16,11 @@ from urllib.parse import quote
 
 import numpy as np
 
-from ..conventions import DEFAULT_CUTOFF
+from ..conventions import DEFAULT_CUTOFF, DEFAULT_FDR
 from ..data.vocabulary import Vocabulary
 from ..errors import NdcoreError, OutputError
 from .iou import iou_matrix
+from .significance import Significance, significance, stable_labels
 
 
 @dataclass
@@ -31,6 +32,9 @@ class UnitResult:
     label_number: int
     by_category: Dict[str, Dict] = field(default_factory=dict)  # cat -> best label of that cat
     ranked: List[Dict] = field(default_factory=list)  # next best labels overall
+    # chance and confidence (docs/method.md sections 14-15): p_value, null_iou95, significant,
+    # iou_ci, label_stability, as far as the run computed them
+    stats: Dict[str, object] = field(default_factory=dict)
 
 
 @dataclass
@@ -46,6 +50,9 @@ class LayerResult:
     full_vocabulary: Optional[Vocabulary] = None
     topk: Optional[Dict[str, np.ndarray]] = None
     rule: str = "quantile"  # threshold rule: "quantile" or "best-iou" (per unit and concept)
+    # the null's and the bootstrap's counts (resamples.npz), when the run computed them
+    resamples: Optional[Dict[str, np.ndarray]] = None
+    fdr: float = DEFAULT_FDR
     units: List[UnitResult] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -91,6 +98,14 @@ class LayerResult:
             ]
             self.units.append(UnitResult(u, top["label"], best_cat, top["iou"], top["number"],
                                          by_cat, ranked))
+        self.significance: Optional[Significance] = None
+        if self.resamples:
+            numbers = np.asarray([unit.label_number for unit in self.units], dtype=np.int64)
+            self.significance = significance(
+                self.iou, numbers, m, self.counts, self.resamples, vocab, self.union,
+                self.full_vocabulary or vocab, self.fdr)
+            for unit in self.units:
+                unit.stats = self.significance.unit(unit.unit, unit.label_number)
 
     def detectors(self) -> List[UnitResult]:
         return [u for u in self.units if u.iou > self.cutoff]
@@ -110,7 +125,21 @@ class LayerResult:
             "cutoff": self.cutoff,
             "union": self.union,
             "images": int(self.counts["num_images"]),
+            **self._significance_summary(),
         }
+
+    def _significance_summary(self) -> Dict:
+        sig = self.significance
+        if sig is None:
+            return {}
+        out: Dict = {"null_permutations": sig.permutations, "bootstrap": sig.bootstrap}
+        if sig.significant is not None:
+            out["fdr"] = sig.fdr
+            out["detectors_fdr"] = int(np.count_nonzero(sig.significant))
+        if sig.label_stability is not None:
+            detector = np.asarray([u.iou > self.cutoff for u in self.units], dtype=bool)
+            out["stable_labels"] = stable_labels(sig, detector)
+        return out
 
     # -- writers -----------------------------------------------------------------------------
 
@@ -143,12 +172,16 @@ class LayerResult:
         units = [
             {"unit": u.unit, "label": u.label, "category": u.category, "iou": u.iou,
              "detector": u.iou > self.cutoff, "ranked": u.ranked,
-             "threshold": float(self.thresholds[u.unit])}
+             "threshold": float(self.thresholds[u.unit]), **u.stats}
             for u in self.units
         ]
         with open(directory / "summary.json", "w") as f:
             json.dump({"summary": self.summary(), "units": units}, f, indent=1)
         np.save(directory / "iou.npy", self.iou.astype(np.float32))  # [U, L] for analysis
+        sig = self.significance
+        if sig is not None and sig.p_label is not None:  # [U, L] for analysis
+            np.savez_compressed(directory / "chance.npz", p_value=sig.p_label.astype(np.float64),
+                                null_iou95=sig.null_iou95_label.astype(np.float32))
 
 
 LAYER_FILES = ("counts.npz", "thresholds.npy")
@@ -161,9 +194,12 @@ def layer_dir(run_dir: Path, layer: str) -> Path:
 
 
 def save_layer_counts(directory: Path, counts: Dict[str, np.ndarray], thresholds: np.ndarray,
-                      topk: Optional[Dict[str, np.ndarray]]) -> None:
+                      topk: Optional[Dict[str, np.ndarray]],
+                      resamples: Optional[Dict[str, np.ndarray]] = None) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(directory / "counts.npz", **counts)
+    if resamples:
+        np.savez_compressed(directory / "resamples.npz", **resamples)
     np.save(directory / "thresholds.npy", thresholds.astype(np.float32))
     if topk is not None:
         np.savez_compressed(directory / "topk.npz", **topk)
@@ -178,6 +214,13 @@ def _category_view(full: Vocabulary, categories: Optional[Sequence[str]], where)
         raise NdcoreError(f"{where}: the run has no category {unknown[0]!r}; "
                           f"it has {', '.join(full.categories)}")
     return full.restricted(categories)
+
+
+def _load_npz(path: Path) -> Optional[Dict[str, np.ndarray]]:
+    if not path.is_file():
+        return None
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
 
 
 class DissectionResult:
@@ -198,7 +241,8 @@ class DissectionResult:
 
     @classmethod
     def load(cls, directory, union: Optional[str] = None, cutoff: Optional[float] = None,
-             categories: Optional[Sequence[str]] = None) -> "DissectionResult":
+             categories: Optional[Sequence[str]] = None,
+             fdr: Optional[float] = None) -> "DissectionResult":
         directory = Path(directory)
         config_path = directory / "config.json"
         if not config_path.is_file():
@@ -218,27 +262,29 @@ class DissectionResult:
                 raise OutputError(f"{folder}: incomplete layer result (missing {', '.join(missing)})")
             with np.load(folder / "counts.npz") as z:
                 counts = {k: z[k] for k in z.files}
-            topk = None
-            if (folder / "topk.npz").is_file():
-                with np.load(folder / "topk.npz") as z:
-                    topk = {k: z[k] for k in z.files}
+            topk = _load_npz(folder / "topk.npz")
             layers[name] = LayerResult(
                 layer=name, vocabulary=vocab, counts=counts,
                 thresholds=np.load(folder / "thresholds.npy"),
                 union=union or options.get("union", "paper"),
                 cutoff=cutoff if cutoff is not None else options.get("cutoff", DEFAULT_CUTOFF),
                 full_vocabulary=full_vocab, topk=topk,
-                rule=options.get("threshold", "quantile"))
+                rule=options.get("threshold", "quantile"),
+                resamples=_load_npz(folder / "resamples.npz"),
+                fdr=fdr if fdr is not None else options.get("fdr", DEFAULT_FDR))
         return cls(layers, vocab, config, directory)
 
     def relabel(self, union: Optional[str] = None, cutoff: Optional[float] = None,
-                categories: Optional[Sequence[str]] = None) -> "DissectionResult":
-        """The same counts labelled with another union convention, cut-off or category set."""
+                categories: Optional[Sequence[str]] = None,
+                fdr: Optional[float] = None) -> "DissectionResult":
+        """The same counts labelled with another union convention, cut-off, category set or
+        false discovery rate."""
         full = next(iter(self.layers.values())).full_vocabulary or self.vocabulary
         vocab = _category_view(full, categories, self.directory)
         layers = {
             name: LayerResult(name, vocab, lr.counts, lr.thresholds, union or lr.union,
-                              lr.cutoff if cutoff is None else cutoff, full, lr.topk, lr.rule)
+                              lr.cutoff if cutoff is None else cutoff, full, lr.topk, lr.rule,
+                              lr.resamples, lr.fdr if fdr is None else fdr)
             for name, lr in self.layers.items()
         }
         return DissectionResult(layers, vocab, self.config, self.directory)

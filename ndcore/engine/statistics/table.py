@@ -57,7 +57,8 @@ class Statistic:
     make: Make
     restore: Restore
     # The layer's result that its final state goes into: "counts" (counts.npz, what labels are
-    # computed from) or "topk" (topk.npz). None: a means to the pass's end (the tail gives the
+    # computed from), "topk" (topk.npz) or "resamples" (resamples.npz: the null's and the
+    # bootstrap's counts). None: a means to the pass's end (the tail gives the
     # thresholds), dropped once its pass is over.
     record: Optional[str] = None
     output: Callable[[Accumulator], Dict[str, Any]] = whole_state  # what goes into the record
