@@ -16,7 +16,7 @@ __all__ = ["__version__", "hookimpl", "dissect", "dissect_generator", "load_resu
 
 
 def dissect(model, layers, dataset, out=None, *, weights=None, random_init=False,
-            normalize=None, resize=None, quiet=True, **options):
+            normalize=None, resize=None, quiet=True, weights_sha256=None, **options):
     """Dissect ``layers`` of ``model`` on ``dataset``; returns a DissectionResult.
 
     ``model`` is a spec (``torchvision:resnet18``, ``python:file.py:factory``, ``demo``), a
@@ -24,11 +24,14 @@ def dissect(model, layers, dataset, out=None, *, weights=None, random_init=False
     (``broden:DIR``, ``synthetic``) or a ProbeSource. ``options`` are the fields of
     :class:`~ndcore.engine.DissectOptions`, one per ``ndcore dissect`` run flag, with the same
     defaults (``quantile=0.01`` for ``--quantile 0.01``) except ``workers`` (0 here).
+    ``weights_sha256`` (full or a prefix) is checked against the ``weights`` file before it is
+    loaded, as a hash prefix in its name (``resnet18-f37072fd.pth``) always is.
     """
     from .api import run_dissection
 
     return run_dissection(model, layers, dataset, out, weights=weights, random_init=random_init,
-                          normalize=normalize, resize=resize, quiet=quiet, **options)
+                          normalize=normalize, resize=resize, quiet=quiet,
+                          weights_sha256=weights_sha256, **options)
 
 
 def dissect_generator(model, layers, segmenter, out=None, *, samples=1000, seed=0, **options):

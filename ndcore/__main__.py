@@ -2,6 +2,10 @@
 
 import sys
 
-from .cli import main
+try:
+    from .cli import main
+except KeyboardInterrupt:  # Ctrl-C while the command line loads (torch, rich): no traceback
+    print("interrupted")
+    sys.exit(130)
 
 sys.exit(main())

@@ -25,10 +25,11 @@ def run_options(options: Optional[DissectOptions], fields) -> DissectOptions:
 
 
 def run_dissection(model, layers, dataset, out=None, *, weights=None, random_init=False,
-                   normalize=None, resize=None, quiet=True,
+                   normalize=None, resize=None, quiet=True, weights_sha256=None,
                    options: Optional[DissectOptions] = None, **fields) -> DissectionResult:
     opts = run_options(options, fields)
-    adapter = resolve_model(model, weights, random_init, normalize, resize)
+    adapter = resolve_model(model, weights, random_init, normalize, resize,
+                            weights_sha256=weights_sha256)
     source = resolve_dataset(dataset, opts.categories, opts.max_images,
                              adapter.preprocess.resize)
     if isinstance(layers, str):
@@ -41,13 +42,14 @@ def run_dissection(model, layers, dataset, out=None, *, weights=None, random_ini
 
 def run_generator_dissection(model, layers, segmenter, out=None, *, samples: int = 1000,
                              seed: int = 0, weights=None, random_init=False,
+                             weights_sha256=None,
                              latent_shape=None, quiet=True,
                              options: Optional[DissectOptions] = None,
                              **fields) -> DissectionResult:
     """Dissect a generator's ``layers`` on ``samples`` of its own images (z ~ N(0, I) with
     ``seed``), labelled by ``segmenter``."""
     opts = run_options(options, fields)
-    adapter = resolve_model(model, weights, random_init)
+    adapter = resolve_model(model, weights, random_init, weights_sha256=weights_sha256)
     seg, spec = resolve_segmenter(segmenter)
     try:
         source = make_generator_source(adapter, seg, spec, samples, seed, latent_shape)

@@ -93,6 +93,9 @@ class ModelAdapter:
     # is RGB in ``output_range``. A python: factory's module may carry ``latent_shape`` instead.
     latent_shape: Optional[Tuple[int, ...]] = None
     output_range: Tuple[float, float] = (-1.0, 1.0)
+    # True when the weights are randomly initialised (--random-init): a run records it in
+    # config.json and puts :func:`random_init_caveat` at the top of its report.
+    random_init: bool = False
 
 
 @dataclass
@@ -101,6 +104,17 @@ class ModelRequest:
 
     weights: Optional[str] = None
     random_init: bool = False
+    # The weights file's expected sha256, full or a prefix (--weights-sha256); checked by
+    # apply_weights before the file is loaded. None: only a hash prefix in the file's name is.
+    weights_sha256: Optional[str] = None
+    # set by apply_weights when it left the weights random, so that the resolver can mark the
+    # adapter (a factory may also ignore random_init and load its own weights)
+    randomised: bool = False
+
+
+def random_init_caveat(spec: str) -> str:
+    """The warning, and the run's recorded caveat, of a model with random weights."""
+    return f"{spec}: using RANDOMLY INITIALISED weights (--random-init)"
 
 
 def sha256_of(path: str | Path) -> str:
@@ -109,6 +123,70 @@ def sha256_of(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+# torch.hub's convention (torchvision's release files: resnet18-f37072fd.pth): the name ends in
+# "-" and the first hex digits of the file's sha256. 8 digits at least, so that "-1.pth" or
+# "-beef.pth" are not read as hashes.
+_HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.")
+_SHA256_TEXT = re.compile(r"[0-9a-f]{8,64}")
+
+
+def parse_sha256(value: str, what: str = "--weights-sha256") -> str:
+    """``value`` as a lowercase sha256 or prefix of one (8 to 64 hex digits), or one line."""
+    text = value.strip().lower()
+    text = text[len("sha256:"):] if text.startswith("sha256:") else text
+    if not _SHA256_TEXT.fullmatch(text):
+        raise NdcoreError(f"{what} {value!r}: expected the weights file's sha256 (8 to 64 hex "
+                          "digits, e.g. from `sha256sum FILE`)")
+    return text
+
+
+def sha256_in_name(path: str | Path) -> Optional[str]:
+    """The sha256 prefix in a file's name (``resnet18-f37072fd.pth``), as torch.hub reads it."""
+    found = _HASH_IN_NAME.findall(Path(path).name)
+    return found[-1] if found else None  # the last: the one next to the extension
+
+
+def check_weights_path(path: str | Path) -> Path:
+    """``path`` as a readable file, or one line saying what it is instead."""
+    path = Path(path)
+    if path.is_dir():
+        raise NdcoreError(f"{path}: is a directory, not a weights file (give the .pth file in it)")
+    if not path.exists():
+        raise NdcoreError(f"{path}: weights file not found")
+    if not path.is_file():
+        raise NdcoreError(f"{path}: not a regular file, not a weights file")
+    return path
+
+
+def verify_sha256(path: str | Path, digest: str, expected: Optional[str] = None) -> None:
+    """Refuse ``path`` (one line) when its sha256 ``digest`` does not start with ``expected``
+    (``--weights-sha256``) or, when none is given, with the hash prefix in its name."""
+    where = "--weights-sha256"
+    if expected is None:
+        expected, where = sha256_in_name(path), "its file name"
+    if expected is None or digest.startswith(expected):
+        return
+    more = "..." if len(expected) < len(digest) else ""
+    # a name's digits may be no hash (ckpt-20240101.pth): say how to check the file instead
+    escape = "" if where == "--weights-sha256" else \
+        "; if the name holds no hash, give --weights-sha256 HEX"
+    raise NdcoreError(f"{path}: sha256 mismatch: expected {expected}{more} ({where}), the file "
+                      f"has {digest[:len(expected)]}{more} (corrupt or incomplete download, or "
+                      f"another file){escape}")
+
+
+def check_weights_file(path: str | Path, expected: Optional[str] = None) -> str:
+    """The sha256 of the weights file ``path`` after checking it (see :func:`verify_sha256`),
+    before anything unpickles it: a corrupt file can load without an error."""
+    path = check_weights_path(path)
+    try:
+        digest = sha256_of(path)
+    except OSError as e:
+        raise NdcoreError(f"{path}: cannot read the weights file ({e.strerror or e})") from None
+    verify_sha256(path, digest, parse_sha256(expected) if expected else None)
+    return digest
 
 
 def state_sha256(model: ModelAdapter) -> str:
@@ -163,11 +241,26 @@ def _load_error(path: Path, e: Exception) -> NdcoreError:
             "(torch.load weights_only=True): save model.state_dict() instead")
     if isinstance(e, EOFError) or path.stat().st_size == 0:
         return NdcoreError(f"{path}: the file is empty or truncated, not a weights file")
+    # A damaged PyTorch file: the zip reader's or the legacy reader's complaint, without the
+    # advice torch appends to it ("This is an internal miniz error. If you are seeing ...").
+    damaged = re.search(r"PytorchStreamReader failed reading (?:zip archive: )?(.+?)\.(?:\s|$)",
+                        text) or re.search(r"(unexpected EOF.*?)\.(?:\s|$)", text)
+    if damaged:
+        return NdcoreError(f"{path}: cannot read the weights (truncated or corrupt PyTorch "
+                           f"file: {damaged.group(1).strip()})")
     detail = re.search(r"WeightsUnpickler error:\s*(.+)", text)
     line = detail.group(1) if detail else next(
         (l.strip() for l in text.splitlines() if l.strip()), "")
     return NdcoreError(f"{path}: cannot load weights: not a PyTorch state dict file "
-                       f"({type(e).__name__}: {line[:200]})")
+                       f"({type(e).__name__}: {_first_sentence(line)})")
+
+
+def _first_sentence(text: str, limit: int = 200) -> str:
+    """``text`` up to its first full stop, or cut at a word within ``limit`` characters."""
+    head = re.split(r"(?<=[^.\s]{2})\.(?:\s|$)", text, maxsplit=1)[0]
+    if len(head) <= limit:
+        return head
+    return head[:limit].rsplit(" ", 1)[0] + " ..."
 
 
 def _is_state_dict(value) -> bool:
@@ -207,9 +300,7 @@ def load_state_dict_file(path: str | Path) -> Dict[str, torch.Tensor]:
     ``module.`` (DataParallel) and ``_orig_mod.`` (torch.compile) key prefixes. Anything else
     is refused with one line naming the file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise NdcoreError(f"{path}: weights file not found")
+    path = check_weights_path(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4"
@@ -260,21 +351,26 @@ def _misfit(state: Dict[str, torch.Tensor], module: nn.Module) -> str:
 
 
 def apply_weights(module: nn.Module, request: ModelRequest, spec: str) -> Optional[str]:
-    """Load ``request.weights`` into ``module``; returns its sha256. Random init only if asked."""
+    """Load ``request.weights`` into ``module``; returns its sha256. Random init only if asked.
+
+    The file's sha256 is checked first, against ``request.weights_sha256`` or the hash prefix
+    its name carries (``resnet18-f37072fd.pth``), as torch.hub does."""
     if request.weights:
+        digest = check_weights_file(request.weights, request.weights_sha256)
         state = _fit_prefix(load_state_dict_file(request.weights), module)
         try:
             module.load_state_dict(state, strict=True)
         except RuntimeError as e:
             why = _misfit(state, module) or " ".join(str(e).strip().splitlines()[:2])[:300]
             raise NdcoreError(f"{request.weights}: does not fit {spec}: {why}") from None
-        return sha256_of(request.weights)
+        return digest
     if not request.random_init:
         raise NdcoreError(
             f"{spec}: no --weights given; pass a local state dict with --weights FILE, "
             "or --random-init to dissect randomly initialised weights"
         )
-    warnings.warn(f"{spec}: using RANDOMLY INITIALISED weights (--random-init)", stacklevel=2)
+    request.randomised = True
+    warnings.warn(random_init_caveat(spec), stacklevel=2)
     return None
 
 

@@ -4,6 +4,8 @@ config.json. Shared by the Python API, the CLI, interventions and the report."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
@@ -14,18 +16,29 @@ from .data.segmenters import Segmenter
 from .data.validate import check_probe_source
 from .data.view import SourceView, source_name
 from .errors import DatasetError, NdcoreError
-from .models import ModelAdapter, ModelRequest, Preprocess, parse_normalize
+from .models import (ModelAdapter, ModelRequest, Preprocess, check_weights_file, parse_normalize,
+                     parse_sha256, sha256_in_name, verify_sha256)
 from .plugins import DatasetRequest, get_plugin_manager
 
 
 def resolve_model(model: Union[str, ModelAdapter, nn.Module], weights: Optional[str] = None,
                   random_init: bool = False, normalize: Optional[str] = None,
-                  resize: Optional[Tuple[int, int]] = None) -> ModelAdapter:
+                  resize: Optional[Tuple[int, int]] = None, *,
+                  weights_sha256: Optional[str] = None) -> ModelAdapter:
+    """``weights_sha256``: the weights file's sha256 or a prefix of it (``--weights-sha256``);
+    without it, a hash prefix in the file's name (``resnet18-f37072fd.pth``) is checked."""
+    expected = parse_sha256(weights_sha256) if weights_sha256 else None
+    if expected and not weights:
+        raise NdcoreError("--weights-sha256: checks the file that --weights names; give "
+                          "--weights FILE too")
     if isinstance(model, str):
         if random_init and not weights:
             torch.manual_seed(0)  # random weights, but the same ones every time (reports, explain)
-        adapter, _ = get_plugin_manager().resolve("model", model,
-                                                  ModelRequest(weights, random_init))
+        request = ModelRequest(weights, random_init, weights_sha256=expected)
+        adapter, _ = get_plugin_manager().resolve("model", model, request)
+        if weights:
+            _verify_plugin_weights(adapter, weights, expected)
+        adapter.random_init = adapter.random_init or request.randomised  # a run's caveat
     elif isinstance(model, ModelAdapter):
         adapter = model
     elif isinstance(model, nn.Module):
@@ -37,6 +50,19 @@ def resolve_model(model: Union[str, ModelAdapter, nn.Module], weights: Optional[
     if resize:
         adapter.preprocess.resize = tuple(resize)
     return adapter
+
+
+def _verify_plugin_weights(adapter: ModelAdapter, weights: str, expected: Optional[str]) -> None:
+    """The sha256 check for a plugin that loaded ``weights`` without apply_weights (which checks
+    it before loading): free when the plugin reports the file's sha256, a hash otherwise."""
+    if not (expected or sha256_in_name(weights)):
+        return
+    digest = adapter.weights_sha256 or ""
+    same_file = adapter.weights and Path(adapter.weights).resolve() == Path(weights).resolve()
+    if same_file and re.fullmatch(r"[0-9a-f]{64}", digest):
+        verify_sha256(weights, digest, expected)
+    else:
+        check_weights_file(weights, expected)
 
 
 def resolve_dataset(dataset: Union[str, ProbeSource], categories: Optional[Sequence[str]] = None,

@@ -149,7 +149,7 @@ def test_bad_generator_input_is_one_line(tmp_path, args, message):
 @pytest.mark.parametrize("args, message", [
     (["--units", "4", "--ablate"], "layer 'units' has units 0..3; unit 4 is out of range"),
     (["--units", "1", "--insert", "--region", "0,0,40,8"], "must lie inside the 32x32 image"),
-    (["--units", "1"], "give exactly one of ablate"),
+    (["--units", "1"], "give exactly one of --ablate and --insert"),
     (["--concept", "purple-ish", "--ablate"], "not in the segmenter's vocabulary"),
 ])
 def test_bad_intervention_is_one_line(planted_run, args, message):

@@ -111,8 +111,9 @@ def test_info_lists_the_concepts_with_units(server):
     assert info["layer"] == "units" and info["num_units"] == 4
     assert info["image_size"] == [32, 32] and info["layer_size"] == [8, 8]
     assert sorted(c["name"] for c in info["concepts"]) == sorted(NAMES)
-    assert all(c["units"] == 1 and c["best_iou"] > 0.3 and c["category"] == "color"
-               for c in info["concepts"])
+    assert all(c["units"] == 1 and c["k"] == 1 and c["best_iou"] > 0.3 and
+               c["category"] == "color" for c in info["concepts"])
+    assert info["concept_rule"]["above"] == "chance"  # a quantile run has chance statistics
     assert info["model"] == PLANTED and info["run"] == "run"
     assert "/" not in json.dumps({k: v for k, v in info.items() if k != "model"})  # no paths
 
@@ -147,7 +148,7 @@ def test_remove_a_concept_inside_the_region_only(server, painter):
     lr = painter.layer
     red = lr.vocabulary.label_names.index("red")
     assert data["units"] == [{"unit": 0, "iou": round(float(lr.iou[0, red]), 4),
-                              "label": "red", "value": 0.0}]
+                              "label": "red", "value": 0.0, "above_chance": True}]
     edit = data["edit"]
     assert edit["format"] == "ndcore-edit/1" and edit["seed"] == seed
     assert (edit["layer"], edit["mode"], edit["concept"]) == ("units", "ablate", "red")

@@ -70,6 +70,12 @@ def rows(text: str):
     return [re.split(r"[\s│┃|]+", line.strip(" │┃|")) for line in text.splitlines()]
 
 
+def significance_cells(summary: dict) -> list:
+    """The table's chance and confidence cells (significant detectors, stable labels), which
+    sit between the detectors and the unique detectors when the run has them."""
+    return [str(summary[k]) for k in ("detectors_fdr", "stable_labels") if k in summary]
+
+
 def summary_rows(result) -> list:
     """The rows `ndcore summary --top 99` prints for ``result``: per layer (units, detectors,
     unique), per category (detectors/unique), and every unit with its label and IoU."""
@@ -77,7 +83,8 @@ def summary_rows(result) -> list:
     cats = result.vocabulary.categories
     for name, lr in result.layers.items():
         s = lr.summary()
-        expected.append([name, str(s["units"]), str(s["detectors"]), str(s["unique_detectors"])])
+        expected.append([name, str(s["units"]), str(s["detectors"]), *significance_cells(s),
+                         str(s["unique_detectors"])])
         expected.append([name] + [f"{s['categories'][c]['detectors']}/"
                                   f"{s['categories'][c]['unique']}" for c in cats])
         expected += [[u.category, str(u.unit), u.label, f"{u.iou:.3f}"] for u in lr.units
@@ -177,7 +184,7 @@ def test_compare_union_relabels_every_run(workspace, tmp_path, capsys):
         for name, lr in result.layers.items():
             s = lr.summary()
             into.append([run.name, name, str(s["units"]), str(s["detectors"]),
-                         str(s["unique_detectors"])] +
+                         *significance_cells(s), str(s["unique_detectors"])] +
                         [f"{s['categories'][c]['detectors']}/{s['categories'][c]['unique']}"
                          for c in result.vocabulary.categories])
     assert expected != before, "premise: the union changes the table"

@@ -303,3 +303,54 @@ def test_commands(run, tmp_path, capsys):
     args = parser.parse_args(["report", str(tmp_path / "none")])
     with pytest.raises(NdcoreError):
         args.func(args)
+
+
+def test_dissect_help_cites_only_what_ships():
+    """docs/ is in the source, not in the installed package: the help says where it is."""
+    from ndcore.cli.dissect import register as register_dissect
+
+    parser = argparse.ArgumentParser()
+    register_dissect(parser.add_subparsers(dest="command"))
+    text = " ".join(parser._subparsers._group_actions[0].choices["dissect"].format_help().split())
+    cited = re.findall(r"docs/[\w./-]+", text)
+    assert cited  # the help does point to the method notes
+    for match in re.finditer(r"docs/[\w./-]+", text):
+        assert (ROOT / match.group()).is_file(), match.group()
+        assert text[match.end():].startswith(" in the ndcore source"), text[match.start():][:80]
+
+
+@pytest.mark.browser
+def test_strips_fit_their_cards(run, tmp_path):
+    """In a narrow window, a strip scales down within its card: no image cut, no scrollbar."""
+    import subprocess
+
+    chromium = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")
+                     if shutil.which(n)), None)
+    if chromium is None:
+        pytest.skip("chromium not installed (apt-get install -y chromium)")
+    write_report(run, progress=False, topk=5)  # 5 tiles: 488px, wider than a 500px window's room
+    report = tmp_path / "report"
+    shutil.copytree(run / "report", report)
+    page = report / "units.html"
+    # measured in the page, after layout, into an attribute that --dump-dom shows
+    probe = """<script>
+var bad = 0, strips = 0, narrowest = 1e9;
+document.querySelectorAll(".card").forEach(function (card) {
+  var img = card.querySelector(".strip img"); if (!img) { return; }
+  var strip = img.parentElement, box = card.getBoundingClientRect();
+  var r = img.getBoundingClientRect();
+  strips += 1; narrowest = Math.min(narrowest, r.width);
+  if (r.right > box.right + 0.5 || strip.scrollWidth > strip.clientWidth + 1) { bad += 1; }
+});
+document.body.setAttribute("data-probe", bad + "/" + strips + "/" + Math.round(narrowest));
+</script></body>"""
+    page.write_text(page.read_text().replace("</body>", probe))
+    proc = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu",
+                           "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+                           "--window-size=500,900", "--dump-dom", page.as_uri()],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    bad, strips, narrowest = map(int, re.search(r'data-probe="(\d+)/(\d+)/(\d+)"',
+                                                proc.stdout).groups())
+    assert strips > 0 and bad == 0, f"{bad} of {strips} strips overflow their card"
+    assert narrowest > 200  # scaled to the card's width, not shrunk to nothing

@@ -124,6 +124,7 @@ def cmd_dissect(args: argparse.Namespace) -> int:
         result = run_generator_dissection(
             args.model, csv_list(args.layers) or [], args.segmenter, args.out,
             samples=args.samples, seed=args.seed, weights=args.weights,
+            weights_sha256=args.weights_sha256,
             random_init=args.random_init,
             latent_shape=parse_ints(args.latent_shape, "--latent-shape"), quiet=args.quiet,
             options=_options(args))
@@ -132,7 +133,8 @@ def cmd_dissect(args: argparse.Namespace) -> int:
 
         result = run_dissection(
             args.model, csv_list(args.layers) or [], args.dataset, args.out,
-            weights=args.weights, random_init=args.random_init, normalize=args.normalize,
+            weights=args.weights, weights_sha256=args.weights_sha256,
+            random_init=args.random_init, normalize=args.normalize,
             resize=parse_size(args.resize, "--resize"), quiet=args.quiet,
             options=_options(args))
     if result is None:  # a torch.distributed rank other than 0: rank 0 reports
@@ -155,6 +157,9 @@ def register(sub) -> None:
                             "plugins use NAME)")
     p.add_argument("--weights", help="local state dict (.pth), or a checkpoint holding one under "
                                      "state_dict / model / ...; 'module.' prefixes are stripped")
+    p.add_argument("--weights-sha256", metavar="HEX",
+                   help="the --weights file's sha256, full or a prefix (8+ hex digits), checked "
+                        "before loading; a name like resnet18-f37072fd.pth is checked always")
     p.add_argument("--random-init", action="store_true", help="allow random weights (no --weights)")
     p.add_argument("--layers", required=True, help="comma-separated dotted module names")
     add_adapter_option(p, "--dataset", "dataset",

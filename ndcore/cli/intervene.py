@@ -12,8 +12,24 @@ from .args import parse_ints
 from .console import console
 
 
+def default_output(args: argparse.Namespace, region, insert) -> Path:
+    """RUN/interventions/NAME, NAME from the edit: each edit keeps its own folder."""
+    from ..gan.editing.intervene import intervention_name, run_layers
+
+    layers = run_layers(args.run)
+    # the run's last layer by default, as the edit itself takes; "last" only when the run
+    # cannot be read (and the intervention then stops with what is wrong with it)
+    layer = args.layer or (layers[-1] if layers else "last")
+    top = (parse_ints(args.top, "--top") or [1, 2, 4, 8]) if args.concept else None  # as the API
+    name = intervention_name(layer, parse_ints(args.units, "--units"),
+                             insert=None if args.ablate else insert, region=region,
+                             seed=args.seed or 0, concept=args.concept, top=top)
+    return Path(args.run) / "interventions" / name
+
+
 def cmd_intervene(args: argparse.Namespace) -> int:
     from ..gan.editing.api import intervene
+    from ..gan.editing.intervene import staged_output
 
     if args.edit is not None:
         return _replay(args)
@@ -27,13 +43,18 @@ def cmd_intervene(args: argparse.Namespace) -> int:
             raise NdcoreError(f"--insert {args.insert!r}: expected a number") from None
     else:
         insert = True if args.insert == "default" else None
-    out = Path(args.out) if args.out else Path(args.run) / "interventions" / (args.layer or "last")
-    result = intervene(
-        args.run, args.layer, parse_ints(args.units, "--units"), ablate=args.ablate,
-        insert=insert, region=tuple(region) if region else None, samples=args.samples,
-        seed=0 if args.seed is None else args.seed, concept=args.concept,
-        top=parse_ints(args.top, "--top") if args.concept else None, out=out,
-        device=args.device, batch_size=args.batch_size)
+    from ..gan.editing.api import CLI_NAMES, check_request  # errors that name the flags
+    check_request(ablate=args.ablate, insert=insert, units=args.units, concept=args.concept,
+                  top=args.top, samples=args.samples, batch_size=args.batch_size,
+                  names=CLI_NAMES)
+    out = Path(args.out) if args.out else default_output(args, region, insert)
+    with staged_output(out, args.overwrite) as stage:  # out is written whole, or left as it was
+        result = intervene(
+            args.run, args.layer, parse_ints(args.units, "--units"), ablate=args.ablate,
+            insert=insert, region=tuple(region) if region else None, samples=args.samples,
+            seed=0 if args.seed is None else args.seed, concept=args.concept,
+            top=parse_ints(args.top, "--top") if args.concept else None, out=stage,
+            device=args.device, batch_size=args.batch_size)
     if args.concept is not None:
         table = Table(title=f"Removing {args.concept!r}: its top units of {result['layer']} "
                             f"ablated ({args.samples} samples)")
@@ -62,6 +83,7 @@ def cmd_intervene(args: argparse.Namespace) -> int:
 def _replay(args: argparse.Namespace) -> int:
     """``--edit FILE.json``: the edit that ``ndcore paint`` downloaded, replayed exactly."""
     from ..gan.editing.api import intervene
+    from ..gan.editing.intervene import staged_output
 
     given = [opt for opt, v in (("--units", args.units), ("--concept", args.concept),
                                 ("--top", args.top), ("--region", args.region),
@@ -72,7 +94,8 @@ def _replay(args: argparse.Namespace) -> int:
                           f"{', '.join(given)}")
     out = Path(args.out) if args.out else \
         Path(args.run) / "interventions" / "edits" / Path(args.edit).stem
-    result = intervene(args.run, args.layer, edit=args.edit, out=out, device=args.device)
+    with staged_output(out, args.overwrite) as stage:
+        result = intervene(args.run, args.layer, edit=args.edit, out=stage, device=args.device)
     e = result["edit"]
     painted = "everywhere" if e["region"] is None else \
         f"{sum(e['region']['rle'][1::2])} painted pixels"
@@ -100,6 +123,9 @@ def register(sub) -> None:
     p.add_argument("--edit", metavar="FILE.json",
                    help="replay an edit saved by `ndcore paint` (its seed, units, values and "
                         "region): writes original.png and edited.png")
-    p.add_argument("--out", help="output folder (default RUN/interventions/LAYER, or "
+    p.add_argument("--out", help="output folder (default RUN/interventions/NAME, NAME from "
+                                 "the edit, e.g. main.8-ablate-1-2-3; or "
                                  "RUN/interventions/edits/NAME with --edit)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the earlier intervention in the output folder")
     p.set_defaults(func=cmd_intervene)

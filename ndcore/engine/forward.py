@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Callable, Dict, Iterator, Mapping, Optional, Sequence, Union
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -72,7 +72,9 @@ class ModelRunner:
         self.input_size = _fixed_input_size(module)
         self.layouts: Dict[str, str] = {}  # layer -> layout, as decided by the forward passes
         self.warn = warn
-        self._noted: set = set()
+        # layer -> the notes (map_notes) warned about on its first batch: the run records them
+        # as the layer's caveats, and does not warn about them again
+        self.notes: Dict[str, List[str]] = {}
 
     @property
     def module(self) -> nn.Module:
@@ -108,10 +110,10 @@ class ModelRunner:
             raise
         for name, a in maps.items():
             self.layouts[name] = str(capture.layouts[name])
-            if self.warn and name not in self._noted:
-                self._noted.add(name)
-                for note in map_notes(name, capture.layouts[name], tuple(a.shape[2:]),
-                                      self.images, self.quantile):
+            if self.warn and name not in self.notes:
+                self.notes[name] = map_notes(name, capture.layouts[name], tuple(a.shape[2:]),
+                                             self.images, self.quantile)
+                for note in self.notes[name]:
                     warnings.warn(note, stacklevel=2)
         return maps
 

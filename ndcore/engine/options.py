@@ -37,6 +37,12 @@ THRESHOLD_RULES = ("quantile", "best-iou")
 COMMAND_LINE_WORKERS = 2  # loader processes of `ndcore dissect` (the Python API uses none)
 
 
+def method_notes(section: int) -> str:
+    """A help text's pointer to the method notes: docs/ is in the source, not in the installed
+    package, so the help says where to find them."""
+    return f"section {section} of the method notes, docs/method.md in the ndcore source"
+
+
 @dataclass(frozen=True)
 class Flag:
     """How an option is given on the ``ndcore dissect`` command line."""
@@ -68,7 +74,7 @@ class DissectOptions:
     """
 
     union: str = option("paper", Flag(
-        "--union", choices=UNIONS, help="union convention (docs/method.md section 5)"))
+        "--union", choices=UNIONS, help=f"union convention ({method_notes(5)})"))
     quantile: float = option(0.005, Flag(
         "--quantile", value_type=float, help="top quantile per unit"))
     cutoff: float = option(DEFAULT_CUTOFF, Flag(
@@ -126,7 +132,7 @@ class DissectOptions:
     rotate: List[str] = option(factory=list, flag=Flag(  # layers whose units are rotated
         "--rotate", action="append", metavar="LAYER",
         help="also dissect LAYER's units under random rotations Q^alpha, as derived layers "
-             "LAYER@rot<alpha> from the same forward pass (docs/method.md section 13; "
+             f"LAYER@rot<alpha> from the same forward pass ({method_notes(13)}; "
              "repeatable)"))
     rotate_alpha: Tuple[float, ...] = option(DEFAULT_ROTATE_ALPHAS, Flag(
         "--rotate-alpha", metavar="A1,A2,...",
@@ -140,11 +146,11 @@ class DissectOptions:
         "--null-permutations", value_type=int, metavar="N",
         help="chance: N seeded permutations pairing each image's unit masks with another "
              "image's labels give each (unit, label) a p-value and the IoU chance reaches "
-             f"(docs/method.md section 14; default {DEFAULT_NULL_PERMUTATIONS}; 0 = off)"))
+             f"({method_notes(14)}; default {DEFAULT_NULL_PERMUTATIONS}; 0 = off)"))
     bootstrap: Optional[int] = option(None, Flag(
         "--bootstrap", value_type=int, metavar="B",
         help="confidence: B seeded bootstrap resamples of the probe images give each unit's "
-             "label a 95%% interval of its IoU and a stability (docs/method.md section 15; "
+             f"label a 95%% interval of its IoU and a stability ({method_notes(15)}; "
              f"default {DEFAULT_BOOTSTRAP}; 0 = off)"))
     resample_seed: int = option(0, Flag(
         "--resample-seed", value_type=int,

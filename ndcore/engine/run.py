@@ -10,20 +10,22 @@ distributed); this one decides where the run's files go and what is written at t
 
 from __future__ import annotations
 
+import logging
 import platform
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 
-from ..capture import resolve_layers
+from ..capture import Layout, map_notes, parse_layout, resolve_layers
 from ..data.labelspace import LabelSpace
 from ..data.probe import ProbeSource
-from ..errors import DatasetError, NdcoreError
-from ..models import ModelAdapter, sha256_of, state_sha256
+from ..errors import DatasetError, NdcoreError, OutputError
+from ..models import ModelAdapter, random_init_caveat, sha256_of, state_sha256
 from ..ops import extension_info
 from ..progress import progress_bar
 from ..results import DissectionResult, LayerResult, layer_dir, save_layer_counts
@@ -43,6 +45,13 @@ from .stream import BatchGrid, ItemCheck, ProbeStream
 # run directory, the probe source, the result and the images the top-k statistics kept
 # (probe index -> uint8 [H, W, 3]). The report's thumbnails are one.
 RunOutput = Callable[[Path, ProbeSource, DissectionResult, Dict[int, np.ndarray]], object]
+
+# What a run says about its output directory (resumed, already complete): INFO records that the
+# command line prints as plain lines; the Python API leaves them to the caller's logging setup.
+status = logging.getLogger("ndcore.run")
+
+# Options that only relabel saved counts: a finished run given others is relabelled, not redone.
+LABEL_OPTIONS = ("union", "cutoff", "fdr")
 
 
 class Dissection:
@@ -81,6 +90,7 @@ class Dissection:
         # tokens, vector) on probe image 0, before any work or file: {layer: layout}.
         self.layouts = self._decide_layouts()
         self.labelspace = LabelSpace(self.vocab)
+        self._runner: Optional[ModelRunner] = None  # the forward stage's, once made
 
     def _decide_layouts(self) -> Dict:
         return decide_layouts(self.model, self.captured, self.options.layouts, self.source)
@@ -95,7 +105,8 @@ class Dissection:
             "model": {"spec": self.model.spec, "weights": self.model.weights,
                       "weights_sha256": self.model.weights_sha256 or state_sha256(self.model),
                       "preprocess": self.model.preprocess.to_json(),
-                      "description": self.model.description},
+                      "description": self.model.description,
+                      "random_init": bool(self.model.random_init)},
             "layers": self.layers,
             # how each layer's output became [B, C, h, w] maps (nchw, nhwc, tokens, vector)
             "layouts": {l: str(self.layouts[self.derived.get(l, (l,))[0]]) for l in self.layers
@@ -104,10 +115,41 @@ class Dissection:
                         "root": self.source.info.root, "images": len(self.source),
                         "categories": list(self.vocab.categories)},
             "options": opts,
+            # what every result of the run should be read with (the report puts them on top);
+            # the layers' own caveats are added after the passes, as "layer_caveats"
+            "caveats": self.caveats(),
             "versions": {"ndcore": __version__, "torch": torch.__version__,
                          "numpy": np.__version__, "python": platform.python_version(),
                          "extension": {k: ext.get(k) for k in ("loaded", "cuda", "openmp")}},
         }
+
+    def caveats(self) -> List[str]:
+        """The run-level caveats: what the run warned about that concerns all its layers."""
+        return [random_init_caveat(self.model.spec)] if self.model.random_init else []
+
+    def layer_caveats(self, results: PassResults) -> Dict[str, List[str]]:
+        """Each layer's caveats ({layer: notes}; layers without any left out): the notes on its
+        maps (1x1 maps; a threshold resting on a handful of values) from their size, as the
+        forward stage warns on the first batch. Warns about those no stage warned about (a
+        generator's layers, derived layers, a run resumed past its forward passes)."""
+        warned = {n for notes in (self._runner.notes if self._runner else {}).values()
+                  for n in notes}
+        out: Dict[str, List[str]] = {}
+        for name in self.layers:
+            maps = results.topk.get(name, {}).get("maps")
+            if maps is None:
+                continue
+            source = self.derived.get(name, (name,))[0]
+            layout = self._runner.layouts.get(source) if self._runner else None
+            layout = parse_layout(layout or self.layouts.get(source) or Layout())
+            notes = map_notes(name, layout, tuple(maps.shape[-2:]), len(self.source),
+                              self.options.quantile)
+            for note in notes:
+                if note not in warned:
+                    warnings.warn(note, stacklevel=2)
+            if notes:
+                out[name] = notes
+        return out
 
     def _given_thresholds(self) -> Dict[str, torch.Tensor]:
         given = {}
@@ -122,10 +164,11 @@ class Dissection:
     # -- the stages (a generator run overrides these) ----------------------------------------
 
     def _stage(self, device: torch.device) -> Stage:
-        return DatasetStage(ModelRunner(
+        self._runner = ModelRunner(
             self.model, device, self.options.precision, layouts=self.options.layouts,
             compile=self.options.compile, channels_last=self.options.channels_last,
-            images=len(self.source), quantile=self.options.quantile))
+            images=len(self.source), quantile=self.options.quantile)
+        return DatasetStage(self._runner)
 
     def _stream(self, grid: BatchGrid, device: torch.device):
         return ProbeStream(self.source, self.labelspace, grid, device, self.options.workers,
@@ -147,11 +190,19 @@ class Dissection:
         writer = dist.is_writer and self.out is not None
         run_dir = RunDirectory(self.out) if writer else None
         resume = run_dir.prepare(config, self.options.overwrite) if run_dir else None
+        # A finished run with this fingerprint is read back, not recomputed; every rank learns
+        # it from rank 0 (which alone looks at --out).
+        finished = self._load_complete(run_dir, config) if run_dir and run_dir.complete else None
+        if dist.broadcast(finished is not None):
+            return finished
         previous_s = float(resume.get("elapsed_s", 0.0)) if resume else 0.0
         batch_size = dist.broadcast(int(resume["batch_size"]) if resume else
                                     self.options.batch_size)
         started = time.time()
         grid = BatchGrid(len(self.source), batch_size, dist.rank, dist.world)
+        if resume is not None:
+            status.info("resuming from checkpoint: pass %d, %s/%s images", int(resume["phase"]),
+                        f"{grid.images_in(int(b) for b in resume['done']):,}", f"{grid.size:,}")
         given = {k: v.to(device) for k, v in self._given_thresholds().items()}
         keeps_checkpoints = writer and self.options.checkpoint_every > 0
         with progress_bar(not self.quiet and dist.is_writer) as bar:
@@ -174,9 +225,32 @@ class Dissection:
                          "map_cache": results.map_store,
                          "checkpoints": {"count": results.checkpoints["count"],
                                          "seconds": round(results.checkpoints["seconds"], 4)}}
+        config["layer_caveats"] = self.layer_caveats(results)
         result = self._result(results, config)
         if run_dir is not None:
             self._write(result, results, run_dir, config)
+        return result
+
+    def _load_complete(self, run_dir: RunDirectory, config: Dict) -> Optional[DissectionResult]:
+        """The finished run in ``--out``, labelled with this run's union, cut-off and FDR
+        (relabelled on disk when they changed); None when its files cannot be read, and then
+        the directory is made ready for the run to be computed again."""
+        try:
+            result = DissectionResult.load(self.out, union=self.options.union,
+                                           cutoff=self.options.cutoff, fdr=self.options.fdr)
+        except (OutputError, OSError, ValueError, KeyError) as e:
+            warnings.warn(f"{self.out}: the finished run cannot be read back ({e}); computing "
+                          "it again")
+            run_dir.prepare(config, overwrite=True)
+            return None
+        status.info("%s: already complete (use --overwrite to redo)", self.out)
+        saved = dict(result.config.get("options", {}))
+        changed = {k: getattr(self.options, k) for k in LABEL_OPTIONS
+                   if saved.get(k) != getattr(self.options, k)}
+        if changed:  # as a recomputed run would: its labels and config.json say the new ones
+            result.write_labels()
+            result.config["options"] = dict(saved, **changed)
+            run_dir.write_config(result.config, complete=True)
         return result
 
     def _result(self, results: PassResults, config: Dict) -> DissectionResult:
@@ -189,7 +263,8 @@ class Dissection:
                                        results.thresholds[name].numpy(), self.options.union,
                                        self.options.cutoff, self.vocab, top_np,
                                        self.options.threshold, results.resamples.get(name),
-                                       self.options.fdr)
+                                       self.options.fdr,
+                                       caveats=config["layer_caveats"].get(name, []))
         return DissectionResult(layers, self.vocab, config, self.out)
 
     def _write(self, result: DissectionResult, results: PassResults, run_dir: RunDirectory,

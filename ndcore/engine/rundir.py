@@ -3,7 +3,8 @@
 - a new or empty directory: a new run;
 - the same run (same fingerprint: model, weights, layers, dataset, result options), not
   complete: resumed from its checkpoint (or started again when it has none);
-- the same run, complete: computed again;
+- the same run, complete: left as it is (``complete`` is set; the caller loads it), or
+  computed again with ``--overwrite``;
 - a different run: refused, with the way out (``--overwrite``), which replaces it;
 - anything else (a file, a folder of other things, no permission): refused in one line.
 """
@@ -29,7 +30,10 @@ def fingerprint(config: Dict) -> Dict:
         for k in ROTATE_OPTIONS:
             opts.pop(k)
     # as config.json reads back (tuples as lists), so that a fresh config equals a saved one
-    return json.loads(json.dumps({"model": config["model"], "layers": config["layers"],
+    # random_init follows from the weights (weights_sha256 tells such runs apart); left out so
+    # that a run begun before it was recorded still resumes
+    model = {k: v for k, v in config["model"].items() if k != "random_init"}
+    return json.loads(json.dumps({"model": model, "layers": config["layers"],
                                   "dataset": config["dataset"], "options": opts}))
 
 
@@ -48,14 +52,20 @@ def _first_difference(a: Any, b: Any, path: str = "") -> str:
 class RunDirectory:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        # Set by prepare(): the directory holds this very run, finished (and was not touched).
+        self.complete = False
 
     @property
     def config_path(self) -> Path:
         return self.path / "config.json"
 
     def prepare(self, config: Dict, overwrite: bool = False) -> Optional[Dict]:
-        """Make the directory ready; returns the checkpoint state to resume from, or None."""
+        """Make the directory ready; returns the checkpoint state to resume from, or None.
+
+        A finished run with the same fingerprint is left alone (``self.complete`` is set):
+        recomputing it would give the same thresholds and counts."""
         p = self.path
+        self.complete = False
         if p.exists() and not p.is_dir():
             raise OutputError(f"--out {p}: is a file, not a directory")
         old = self._read_old_config()
@@ -68,6 +78,9 @@ class RunDirectory:
                     "a different, unfinished run"
                 raise OutputError(f"--out {p}: holds {what} ({why}); choose another "
                                   "--out, or give --overwrite to replace it")
+            if same and not overwrite and old.get("complete"):
+                self.complete = True
+                return None
             if not same or overwrite or old.get("complete"):
                 self._clear()
                 self._start(config)

@@ -8,6 +8,8 @@ minus those already done (a resumed run's cursor is the set of done batches).
 
 from __future__ import annotations
 
+import contextlib
+import signal
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
@@ -103,6 +105,29 @@ def _unwrap_worker_error(e: Exception) -> str:
     return msg
 
 
+def _ignore_interrupts(worker_id: int) -> None:
+    """A loader worker's start: Ctrl-C is the main process's to handle (it stops the workers).
+    A worker that took it would die mid-transfer, and its traceback (or one from the
+    main process reading from it) would mix into the command's output."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):  # born with it blocked (below); ignored from now
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """SIGINT blocked while the workers start, so that they are never without the ignoring
+    above; a Ctrl-C of that moment reaches this process as soon as they have started."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 class ProbeStream:
     """Batches of a probe source on a :class:`BatchGrid`, on a device."""
 
@@ -122,9 +147,12 @@ class ProbeStream:
             items, batch_sampler=[self.grid.indices(b) for b in batch_ids],
             num_workers=self.workers, collate_fn=stack_items,
             pin_memory=self.device.type == "cuda",
+            worker_init_fn=_ignore_interrupts if self.workers else None,
         )
-        it = iter(loader)
+        it = None
         try:
+            with _interrupts_held() if self.workers else contextlib.nullcontext():
+                it = iter(loader)  # starts the workers
             for batch_id in batch_ids:
                 try:
                     batch = next(it)

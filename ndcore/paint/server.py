@@ -3,12 +3,14 @@
 Endpoints (all JSON except the page and its two assets):
 
     GET  /                     the page            GET /static/app.js, /static/style.css
-    GET  /api/info             model, layer, image and layer sizes, concepts with unit counts
+    GET  /api/info             model, layer, image and layer sizes, the concepts with units
+                               above chance and their default k (ndcore.paint.concepts)
     GET  /api/sample?seed=S    {"seed": S, "image": "data:image/png;base64,..."}
     POST /api/edit             {"seed", "mode": "ablate"|"insert", "concept", "k" | "units",
                                 "region": {"size": [H, W], "rle": [...]}}
                                -> {"edit": <the replayable edit JSON>, "image": data URL,
-                                   "units": [{"unit", "iou", "label", "value"}], "ms"}
+                                   "units": [{"unit", "iou", "label", "value",
+                                              "above_chance" (concept edits)}], "ms"}
 
 Errors are ``{"error": "one line"}`` with a 4xx status. The edit itself is
 :mod:`ndcore.gan.editing.edit_file`'s, the same code as ``ndcore intervene --edit`` and the Python API.
@@ -16,8 +18,9 @@ Errors are ``{"error": "one line"}`` with a 4xx status. The edit itself is
 Safety: the ``Host`` header (and ``Origin``, when sent) must name this machine (a loopback
 address, ``localhost`` or the address the server is bound to), as Jupyter checks it, so that a
 page elsewhere cannot reach the server through DNS rebinding. Posts must be JSON (which a
-cross-site form cannot send), bodies are capped, and at most ``max_pending`` generator
-requests wait at once: the rest get 503. The generator runs one request at a time.
+cross-site form cannot send), bodies are capped in size and nesting, and at most
+``max_pending`` generator requests wait at once: the rest get 503. The generator runs one
+request at a time.
 """
 
 from __future__ import annotations
@@ -28,10 +31,11 @@ import json
 import socket
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple
 
+import numpy as np
 import torch
 
 from ..capture import resolve_layers
@@ -39,6 +43,7 @@ from ..errors import NdcoreError
 from ..gan.editing.edit_file import (SEED_MAX, check_seed, decode_mask, encode_mask, image_size,
                                      make_edit, png_bytes, render)
 from ..gan.editing.intervene import load_generator_run
+from .concepts import K_CAP, K_FRACTION, layer_concepts, ranking
 
 STATIC = Path(__file__).resolve().parent / "static"
 ASSETS = {"/": ("index.html", "text/html; charset=utf-8"),
@@ -48,6 +53,12 @@ PAGE_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; "
                "img-src 'self' data: blob:; connect-src 'self'; base-uri 'none'; "
                "form-action 'none'; frame-ancestors 'none'")
 EDIT_FIELDS = {"seed", "mode", "concept", "k", "units", "region"}
+# an edit is {"region": {"rle": [...]}}: 3 levels; deeper bodies are refused before parsing,
+# as json.loads recurses once per level (a 40 KB "[[[[..." raised RecursionError: a 500)
+MAX_DEPTH = 8
+_NESTING = np.zeros(256, dtype=np.int32)  # +1 per [ or {, -1 per ] or }, by byte value
+_NESTING[[ord("["), ord("{")]] = 1
+_NESTING[[ord("]"), ord("}")]] = -1
 
 
 class RequestError(Exception):
@@ -57,6 +68,24 @@ class RequestError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+def json_depth(body: bytes) -> int:
+    """The deepest nesting of [ and { in a JSON text, outside its strings: linear time and no
+    recursion (no regex either: a string pattern backtracks on an unterminated string), so it
+    can run before json.loads. Past a backslash outside a string the count may differ from a
+    parser's, but a parser stops there (JSON has no backslash outside strings)."""
+    if not body:
+        return 0
+    c = np.frombuffer(body, dtype=np.uint8)
+    idx = np.arange(len(c), dtype=np.int32)
+    # a quote is escaped when an odd number of backslashes runs up to it
+    last_other = np.maximum.accumulate(np.where(c == ord("\\"), -1, idx))
+    run = np.zeros(len(c), dtype=np.int32)
+    run[1:] = idx[:-1] - last_other[:-1]
+    quotes = (c == ord('"')) & (run % 2 == 0)
+    outside = np.cumsum(quotes, dtype=np.int32) % 2 == 0  # after an even number of quotes
+    return int(np.cumsum(np.where(outside, _NESTING[c], 0), dtype=np.int32).max(initial=0))
 
 
 def data_url(png: bytes) -> str:
@@ -76,16 +105,10 @@ class Painter:
         self.cache_size = cache_size
         self._originals: "OrderedDict[int, bytes]" = OrderedDict()
         self._lock = threading.Lock()  # one generator, hooks on its modules: one at a time
-        counts = Counter(u.label for u in self.layer.detectors())
-        best = {}
-        for u in self.layer.detectors():
-            best[u.label] = max(best.get(u.label, 0.0), u.iou)
-        vocab = self.layer.vocabulary
-        self.concepts = [
-            {"name": name, "units": n, "best_iou": round(best[name], 4),
-             "category": vocab.categories[vocab.primary[vocab.label_names.index(name)]]}
-            for name, n in sorted(counts.items(), key=lambda kv: (-kv[1], -best[kv[0]], kv[0]))]
-        self._counts = dict(counts)
+        # concepts: every label with units above chance, units ranked by IoU for the concept
+        found, self.concept_rule = layer_concepts(self.layer, self.run.directory)
+        self._concepts = {c.name: c for c in found}
+        self.concepts = [c.info() for c in found]
 
     def _layer_size(self) -> Tuple[int, int]:
         seen = {}
@@ -101,6 +124,30 @@ class Painter:
             handle.remove()
         return tuple(seen["shape"][-2:])
 
+    def _concept_units(self, concept: object, k: object) -> List[int]:
+        """The top ``k`` units of ``concept`` (default: its default k): its units above
+        chance by IoU for it, then the others by IoU."""
+        found = self._concepts.get(concept) if isinstance(concept, str) else None
+        if found is None:
+            names = ", ".join(c["name"] for c in self.concepts) or "none"
+            if isinstance(concept, str) and concept in self.layer.vocabulary.label_names[1:]:
+                raise NdcoreError(f"concept {concept!r}: no unit of layer {self.layer.layer!r} "
+                                  f"beats chance for it ({self._rule_text()}); offered: {names}")
+            raise NdcoreError(f"unknown concept {concept!r}: the run found units at layer "
+                              f"{self.layer.layer!r} for {names}")
+        if k is None:
+            k = found.k
+        n = self.layer.num_units
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n:
+            raise NdcoreError(f"k {k!r}: expected an integer from 1 to {n} (the units of layer "
+                              f"{self.layer.layer!r})")
+        return ranking(self.layer.iou[:, found.label], found.units)[:k]
+
+    def _rule_text(self) -> str:
+        if self.concept_rule == "chance":
+            return "IoU above the run's null_iou95"
+        return f"IoU above the cut-off {self.layer.cutoff:g}; the run has no chance statistics"
+
     def info(self) -> Dict:
         model = self.run.config["model"]
         return {
@@ -109,6 +156,9 @@ class Painter:
             "image_size": list(self.size), "layer_size": list(self.layer_size),
             "segmenter": self.run.segmenter_spec, "cutoff": self.layer.cutoff,
             "concepts": self.concepts, "seed_max": SEED_MAX,
+            # how the concepts and their default k were chosen (docs/ganpaint.md)
+            "concept_rule": {"above": self.concept_rule, "k_fraction": K_FRACTION,
+                             "k_cap": K_CAP},
         }
 
     def original(self, seed: int) -> bytes:
@@ -143,24 +193,25 @@ class Painter:
         units = body.get("units")
         k = body.get("k")
         if concept is not None:
-            if not isinstance(concept, str) or concept not in self._counts:
-                names = ", ".join(c["name"] for c in self.concepts) or "none"
-                raise NdcoreError(f"unknown concept {concept!r}: the run found units at layer "
-                                  f"{self.layer.layer!r} for {names}")
-            if k is None:
-                k = self._counts[concept]
+            if units is not None:
+                raise NdcoreError("give either units or a concept (with k)")
+            units = self._concept_units(concept, k)
         elif k is not None:
             raise NdcoreError("k goes with a concept: give a concept, or the units")
         edit = make_edit(self.run, self.layer.layer, body.get("seed"), body.get("mode"),
-                         units=units, concept=concept, k=k, region=region)
+                         units=units, region=region)
+        edit.concept = concept  # the units are the concept's: the edit JSON says which
         with self._lock:
             png = png_bytes(render(self.run, edit, device=self.device))
-        c = self.run.concept(concept) if concept is not None else None
+        found = self._concepts.get(concept) if concept is not None else None
         rows = []
         for u, v in zip(edit.units, edit.values):
             unit = self.layer.units[u]
-            iou = float(self.layer.iou[u, c]) if c is not None else unit.iou
-            rows.append({"unit": u, "iou": round(iou, 4), "label": unit.label, "value": v})
+            iou = float(self.layer.iou[u, found.label]) if found is not None else unit.iou
+            row = {"unit": u, "iou": round(iou, 4), "label": unit.label, "value": v}
+            if found is not None:  # k beyond the concept's units reaches units below chance
+                row["above_chance"] = u in found.units
+            rows.append(row)
         return {"edit": edit.to_json(), "image": data_url(png), "units": rows,
                 "ms": round(1000 * (time.perf_counter() - start), 1)}
 
@@ -258,10 +309,19 @@ def create_app(painter: Painter, *, bind_host: str = "127.0.0.1", max_pending: i
             if len(body) > max_body:
                 raise RequestError(413, f"request body over {max_body} bytes (the mask is too "
                                         f"large for a {w}x{h} image)")
+        body = bytes(body)
+        # a well-formed edit opens 3 brackets: only bodies that open more are scanned
+        opened = body.count(b"[") + body.count(b"{")
+        depth = json_depth(body) if opened > MAX_DEPTH else 0
+        if depth > MAX_DEPTH:
+            raise RequestError(400, f"JSON nested {depth} deep: an edit nests at most "
+                                    f"{MAX_DEPTH} deep")
         try:
             return json.loads(body.decode("utf-8"))
         except (ValueError, UnicodeDecodeError) as e:
             raise RequestError(400, f"malformed JSON: {e}") from None
+        except RecursionError:  # the depth check should prevent it; never a 500
+            raise RequestError(400, "JSON nested too deep") from None
 
     async def page(request: Request) -> Response:
         content, kind = assets[request.url.path]

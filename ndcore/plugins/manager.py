@@ -172,7 +172,8 @@ class PluginManager:
                 "(`ndcore plugins` says why)") if failed else ""
         err = PluginError(
             f"no {kind} adapter {name!r} (spec {spec!r})"
-            f"{suggest(name, list(table.names) + list(table.qualified))}; "
+            # one spelling per adapter ("none": no adapters at all, nothing to suggest)
+            f"{suggest(name, [n for n in table.available().split(', ') if n != 'none'])}; "
             f"available: {table.available()}{hint}")
         err.details = "\n".join(i.traceback or "" for i in failed)
         raise err

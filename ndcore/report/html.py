@@ -149,19 +149,32 @@ def _fmt(value) -> str:
     return "-" if value is None or value == "" else str(value)
 
 
+def model_input(model: Dict, dataset: Dict) -> Tuple[str, str]:
+    """The config row saying what the model takes: a generator takes latents (no image
+    preprocessing applies to it), a classifier preprocessed images."""
+    if dataset.get("kind") == "generator":
+        shape = dataset.get("latent_shape")
+        return ("input", "latents z ~ N(0, I)" + (f" of shape {_fmt(shape)}" if shape else "")
+                + f"; output range {_fmt(dataset.get('output_range'))}")
+    pre = model.get("preprocess") or {}
+    return ("preprocess", f"{pre.get('name', '-')}: mean {_fmt(pre.get('mean'))}, "
+                          f"std {_fmt(pre.get('std'))}, resize {_fmt(pre.get('resize'))}")
+
+
 def config_rows(config: Dict, result: DissectionResult) -> List[Tuple[str, List[Tuple[str, str]]]]:
     """The run's configuration as (section, [(key, text)]) for the index page."""
     model = config.get("model", {})
-    pre = model.get("preprocess") or {}
     dataset = config.get("dataset", {})
     first = next(iter(result.layers.values()), None)
+    # where the run records its time (config["run"]); a top-level one from older runs
+    elapsed = (config.get("run") or {}).get("elapsed_s", config.get("elapsed_s"))
     rows = [
         ("model", [("spec", model.get("spec")), ("description", model.get("description")),
                    ("weights", model.get("weights")),
-                   ("weights sha256", model.get("weights_sha256")),
-                   ("preprocess", f"{pre.get('name', '-')}: mean {_fmt(pre.get('mean'))}, "
-                                  f"std {_fmt(pre.get('std'))}, resize {_fmt(pre.get('resize'))}"),
-                   ("layers", config.get("layers"))]),
+                   ("weights sha256", model.get("weights_sha256"))]
+         + ([("random init", "yes" if model["random_init"] else "no")]
+            if "random_init" in model else [])
+         + [model_input(model, dataset), ("layers", config.get("layers"))]),
         ("dataset", [(k, dataset.get(k)) for k in ("spec", "kind", "root", "images", "categories")]),
         ("options", sorted(config.get("options", {}).items())),
         ("this report", [("cut-off", first.cutoff if first else "-"),
@@ -171,9 +184,17 @@ def config_rows(config: Dict, result: DissectionResult) -> List[Tuple[str, List[
             if first is not None and first.significance is not None
             and first.significance.significant is not None else [])),
         ("versions", sorted(config.get("versions", {}).items())
-         + [("elapsed (s)", config.get("elapsed_s"))]),
+         + [("elapsed (s)", elapsed)]),
     ]
     return [(section, [(k, _fmt(v)) for k, v in items]) for section, items in rows]
+
+
+def footer_categories(categories: Sequence[str]) -> Optional[str]:
+    """The --categories example of the footer, from the run's own categories: a subset (the
+    first two of three or more, else the first of two); None for a one-category run."""
+    if len(categories) < 2:
+        return None
+    return ",".join(categories[:2] if len(categories) > 2 else categories[:1])
 
 
 def write_report(run_dir, *, cutoff: Optional[float] = None,
@@ -201,6 +222,10 @@ def write_report(run_dir, *, cutoff: Optional[float] = None,
     colors = category_colors(cats)
     run_name = run_dir.resolve().name
     js = _static("report.js")
+    # the footer's example names the run's categories (the saved vocabulary's, not a subset)
+    run_categories = result.config.get("dataset", {}).get("categories") or list(cats)
+    common = {"run_name": run_name, "example_categories": footer_categories(run_categories)}
+    run_caveats = list(result.config.get("caveats", []))  # on every page: they concern all
 
     layers = []
     failures: Dict[int, str] = {}  # probe index -> why its image could not be read
@@ -219,8 +244,8 @@ def write_report(run_dir, *, cutoff: Optional[float] = None,
                 shown_k = min(topk, lr.topk["indices"].shape[1])
             summary = lr.summary()
             page = f"{slug}.html"
-            _render("layer.html", report_dir / page, run_name=run_name, layer=name,
-                    summary=summary, cutoff=f"{lr.cutoff:g}", categories=cats,
+            _render("layer.html", report_dir / page, **common, layer=name,
+                    summary=summary, caveats=run_caveats + lr.caveats, cutoff=f"{lr.cutoff:g}", categories=cats,
                     chart=charts.units_per_concept(concept_groups(lr),
                                                    f"{name}: detector units per concept"),
                     units=unit_cards(lr, strips, colors), topk=shown_k,
@@ -228,7 +253,8 @@ def write_report(run_dir, *, cutoff: Optional[float] = None,
                     layout=result.config.get("layouts", {}).get(name, ""),
                     whole_image=lr.topk is not None and lr.topk["maps"].shape[-2:] == (1, 1),
                     rule=lr.rule, stats=layer_statistics(lr))
-            layers.append({"name": name, "page": page, "summary": summary})
+            layers.append({"name": name, "page": page, "summary": summary,
+                           "caveats": lr.caveats})
 
     if failures:  # one line for the whole report, not one per image
         index, why = min(failures.items())
@@ -239,7 +265,7 @@ def write_report(run_dir, *, cutoff: Optional[float] = None,
         [(l["name"], {c: l["summary"]["categories"][c]["unique"] for c in cats}) for l in layers],
         cats, "unique detectors per category")
     index = report_dir / "index.html"
-    _render("index.html", index, run_name=run_name,
+    _render("index.html", index, **common, caveats=run_caveats,
             model_spec=_fmt(result.config.get("model", {}).get("spec")),
             dataset_spec=probe_description(result.config.get("dataset", {})),
             cutoff=f"{first.cutoff:g}" if first else "-", categories=cats, layers=layers,
@@ -277,6 +303,8 @@ def interventions(run_dir: Path, report_dir: Path) -> List[Dict]:
     found = []
     root = run_dir / "interventions"
     for path in sorted(root.glob("**/*.json")) if root.is_dir() else []:
+        if any(part.startswith(".") for part in path.relative_to(root).parts):
+            continue  # one being written (`ndcore intervene` writes a hidden folder first)
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
@@ -285,6 +313,7 @@ def interventions(run_dir: Path, report_dir: Path) -> List[Dict]:
         if path.name == "effects.json" and "concepts" in data:
             effects = sorted(data["concepts"].items(), key=lambda kv: -abs(kv[1]["effect"]))
             found.append({"kind": "effects", "where": path.parent.name, "edit": data.get("edit"),
+                          "title": intervention_title(data),
                           "effects": effects[:5], "samples": data.get("samples"),
                           "before": rel("before.png"), "after": rel("after.png")})
         elif path.name == "removal.json" and "points" in data:
@@ -292,3 +321,17 @@ def interventions(run_dir: Path, report_dir: Path) -> List[Dict]:
             found.append({"kind": "removal", "where": path.parent.name, "curve": data,
                           "svg": Markup(svg)})
     return found
+
+
+def intervention_title(data: Dict) -> str:
+    """'ablate units 3, 7 of main.8 in region 0,0,4,4 (100 samples)' for an effects.json."""
+    edit = data.get("edit") or {}
+    title = f"{edit.get('mode') or 'edit'} units {_fmt(edit.get('units'))}"
+    if edit.get("layer"):
+        title += f" of {edit['layer']}"
+    region = edit.get("region")
+    if region:
+        title += f" in region {region if isinstance(region, str) else ','.join(map(str, region))}"
+    if data.get("samples") is not None:
+        title += f" ({data['samples']} samples)"
+    return title

@@ -53,6 +53,9 @@ class LayerResult:
     # the null's and the bootstrap's counts (resamples.npz), when the run computed them
     resamples: Optional[Dict[str, np.ndarray]] = None
     fdr: float = DEFAULT_FDR
+    # what the layer's numbers should be read with (e.g. a threshold resting on a handful of
+    # values), as the run recorded them in config.json's "layer_caveats"
+    caveats: List[str] = field(default_factory=list)
     units: List[UnitResult] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -125,6 +128,7 @@ class LayerResult:
             "cutoff": self.cutoff,
             "union": self.union,
             "images": int(self.counts["num_images"]),
+            "caveats": list(self.caveats),
             **self._significance_summary(),
         }
 
@@ -271,7 +275,8 @@ class DissectionResult:
                 full_vocabulary=full_vocab, topk=topk,
                 rule=options.get("threshold", "quantile"),
                 resamples=_load_npz(folder / "resamples.npz"),
-                fdr=fdr if fdr is not None else options.get("fdr", DEFAULT_FDR))
+                fdr=fdr if fdr is not None else options.get("fdr", DEFAULT_FDR),
+                caveats=list(config.get("layer_caveats", {}).get(name, [])))
         return cls(layers, vocab, config, directory)
 
     def relabel(self, union: Optional[str] = None, cutoff: Optional[float] = None,
@@ -284,7 +289,7 @@ class DissectionResult:
         layers = {
             name: LayerResult(name, vocab, lr.counts, lr.thresholds, union or lr.union,
                               lr.cutoff if cutoff is None else cutoff, full, lr.topk, lr.rule,
-                              lr.resamples, lr.fdr if fdr is None else fdr)
+                              lr.resamples, lr.fdr if fdr is None else fdr, lr.caveats)
             for name, lr in self.layers.items()
         }
         return DissectionResult(layers, vocab, self.config, self.directory)

@@ -13,8 +13,10 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -25,6 +27,39 @@ from .edits import box_mask
 from .figures import save_grid, save_removal_curve
 
 Region = Union[Tuple[int, int, int, int], torch.Tensor, None]
+
+# How a request's parts are named in errors: the Python keywords, or the CLI's flags.
+PYTHON_NAMES = {"ablate": "ablate=True", "insert": "insert=True / insert=VALUE",
+                "units": "units", "concept": "concept", "top": "top", "samples": "samples",
+                "batch_size": "batch_size", "value": "insert"}
+CLI_NAMES = {"ablate": "--ablate", "insert": "--insert [VALUE]", "units": "--units",
+             "concept": "--concept", "top": "--top", "samples": "--samples",
+             "batch_size": "--batch-size", "value": "--insert"}
+
+
+def check_request(*, ablate: bool, insert: Union[None, bool, float], units, concept, top,
+                  samples: int, batch_size: int,
+                  names: Mapping[str, str] = PYTHON_NAMES) -> None:
+    """Refuse a malformed intervention request before any model is loaded, naming its parts
+    as ``names`` spells them (the CLI passes :data:`CLI_NAMES`, so its errors name flags)."""
+    n = names
+    inserting = insert is not None and insert is not False
+    if ablate == inserting:
+        raise NdcoreError(f"give exactly one of {n['ablate']} and {n['insert']}")
+    if inserting and insert is not True:
+        if isinstance(insert, bool) or not isinstance(insert, numbers.Real) or \
+                not math.isfinite(insert):
+            # a NaN or Inf unit would fill the images with NaN
+            raise NdcoreError(f"{n['value']} {insert!r}: expected a finite number")
+    if (units is None) == (concept is None):
+        raise NdcoreError(f"give either {n['units']} or {n['concept']} (with {n['top']})")
+    if concept is not None and not ablate:
+        raise NdcoreError(f"the removal curve ({n['concept']}, {n['top']}) ablates: give "
+                          f"{n['ablate']}")
+    if samples < 1:
+        raise NdcoreError(f"{n['samples']} {samples}: must be >= 1")
+    if batch_size < 1:
+        raise NdcoreError(f"{n['batch_size']} {batch_size}: must be >= 1")
 
 
 def intervene(run_dir, layer: Optional[str] = None, units: Optional[Sequence[int]] = None, *,
@@ -56,13 +91,8 @@ def intervene(run_dir, layer: Optional[str] = None, units: Optional[Sequence[int
             raise NdcoreError(f"an edit file gives the units, values and region itself: give "
                               f"no {', '.join(given)} with it")
         return replay_edit(run_dir, edit, layer=layer, out=out, device=device)
-    inserting = insert is not None and insert is not False
-    if ablate == inserting:
-        raise NdcoreError("give exactly one of ablate=True and insert=True / insert=VALUE")
-    if (units is None) == (concept is None):
-        raise NdcoreError("give either units or concept (with top)")
-    if samples < 1 or batch_size < 1:
-        raise NdcoreError("samples and batch_size must be >= 1")
+    check_request(ablate=ablate, insert=insert, units=units, concept=concept, top=top,
+                  samples=samples, batch_size=batch_size)
     with iv.load_generator_run(run_dir, device) as run:
         return _intervene(run, layer, units, ablate, insert, region, samples, seed, concept,
                           top, out, device, batch_size)
@@ -73,8 +103,6 @@ def _intervene(run, layer, units, ablate, insert, region, samples, seed, concept
     lr = run.layer(layer)
     out = Path(out) if out is not None else None
     if concept is not None:
-        if not ablate:
-            raise NdcoreError("the removal curve (concept, top) ablates: give ablate=True")
         curve = iv.removal_curve(run, lr.layer, concept, list(top or (1, 2, 4, 8)), samples,
                                  seed, batch_size, device)
         if out is not None:

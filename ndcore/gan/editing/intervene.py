@@ -10,10 +10,15 @@ The same functions serve ``ndcore intervene``, the Python API and the painting p
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import os
+import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -111,7 +116,8 @@ def generate(run: GeneratorRun, indices: Sequence[int], seed: int,
     """uint8 images [B, 3, H, W] of samples ``indices`` (edited if ``edits``)."""
     z = latents(list(indices), run.info.latent_shape, seed).to(device)
     module = run.adapter.module
-    with torch.no_grad(), edit(module, edits or {}):
+    # the layouts the run recorded, so units are addressed as its dissection addressed them
+    with torch.no_grad(), edit(module, edits or {}, layouts=run.config.get("layouts")):
         out = module(z)
     return to_images(out, run.info, run.adapter.spec).cpu()
 
@@ -201,3 +207,112 @@ def write_json(path: Path, data: Dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=1))
     tmp.replace(path)
+
+
+# -- where an intervention's files go ---------------------------------------------------------
+
+# The files that mark a folder as an intervention's (effects, removal curve, replayed edit).
+INTERVENTION_FILES = ("effects.json", "removal.json", "edit.json")
+_UNITS_SHOWN = 8      # a longer unit list is shortened in the name (and a hash added)
+_NAME_LIMIT = 100     # characters, before the hash
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=+@-]")
+
+
+def intervention_name(layer: str, units: Optional[Sequence[int]] = None, *,
+                      insert: Union[None, bool, float] = None,
+                      region: Optional[Sequence[int]] = None, seed: int = 0,
+                      concept: Optional[str] = None,
+                      top: Optional[Sequence[int]] = None) -> str:
+    """A readable folder name that says which edit it holds, the same for the same edit:
+    ``main.8-ablate-1-2-3``, ``main.8-insert=2.5-7-region-0-0-16-16-seed-3``,
+    ``main.8-remove-tree-top-1-2-4-8``. Units are sorted (the same edit in any order); a long
+    unit list, a name with characters a file name should not hold, or a very long name is
+    shortened and ends with a hash of the whole edit, so that names stay distinct."""
+    if concept is not None:
+        parts = [layer, "remove", concept, "top", *map(str, top or ())]
+        edit_units: List[int] = []
+    else:
+        edit_units = sorted({int(u) for u in units or ()})
+        mode = "ablate" if insert is None or insert is False else \
+            "insert" if insert is True else f"insert={float(insert):g}"
+        shown = edit_units if len(edit_units) <= _UNITS_SHOWN else \
+            edit_units[:_UNITS_SHOWN - 2] + [f"and-{len(edit_units) - _UNITS_SHOWN + 2}-more"]
+        parts = [layer, mode, *map(str, shown)]
+    if region is not None:
+        parts += ["region", *(str(int(v)) for v in region)]
+    if seed:
+        parts += ["seed", str(int(seed))]
+    raw = "-".join(parts)
+    name = _UNSAFE.sub("_", raw).lstrip(".") or "_"
+    if name != raw or len(name) > _NAME_LIMIT or len(edit_units) > _UNITS_SHOWN:
+        whole = json.dumps([layer, concept, list(top or ()), edit_units,
+                            None if insert is None else str(insert),
+                            None if region is None else [int(v) for v in region], int(seed)])
+        name = f"{name[:_NAME_LIMIT]}-{hashlib.sha256(whole.encode()).hexdigest()[:8]}"
+    return name
+
+
+def run_layers(run_dir) -> List[str]:
+    """The layers a run's config.json lists ([] when it cannot be read: loading the run
+    then says what is wrong)."""
+    try:
+        layers = json.loads((Path(run_dir) / "config.json").read_text())["layers"]
+        return [str(l) for l in layers]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def holds_intervention(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in INTERVENTION_FILES)
+
+
+def check_output(out: Path, overwrite: bool) -> None:
+    """Refuse, in one line, an ``out`` that an intervention would replace or clobber: one
+    holding an earlier intervention (unless ``overwrite``), or a folder of other things."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: is a file, not a folder for the intervention")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not holds_intervention(out):
+        raise OutputError(f"{out}: exists, is not empty and holds no intervention; choose "
+                          "another --out")
+    if not overwrite:
+        raise OutputError(f"{out}: holds an earlier intervention; give --overwrite to replace "
+                          "it, or --out DIR to write elsewhere")
+
+
+@contextlib.contextmanager
+def staged_output(out: Path, overwrite: bool = False) -> Iterator[Path]:
+    """A fresh folder to write the intervention into, which becomes ``out`` only once all its
+    files are written: an error or Ctrl-C leaves ``out`` as it was (an earlier intervention
+    it holds is replaced only then, and only with ``overwrite``)."""
+    out = Path(out)
+    check_output(out, overwrite)
+    # A hidden sibling (same file system: the rename is atomic); the report skips hidden folders.
+    stage = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    shutil.rmtree(stage, ignore_errors=True)
+    made = [p for p in out.parents if not p.exists()]  # removed again if nothing comes of it
+    try:
+        stage.mkdir(parents=True)
+    except OSError as e:
+        raise OutputError(f"{out}: cannot write ({e.strerror or e})") from None
+    try:
+        yield stage
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        if out.exists():  # checked above: empty, or an earlier intervention to replace
+            out.rename(old)
+        try:
+            stage.rename(out)
+        except BaseException:  # put the earlier one back
+            if old.exists() and not out.exists():
+                old.rename(out)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+        for folder in made if not out.exists() else ():  # deepest first
+            try:
+                folder.rmdir()
+            except OSError:
+                break

@@ -140,7 +140,7 @@
   // -- concepts and edits --------------------------------------------------------------------
   function selectConcept(concept) {
     state.concept = concept;
-    $("k").value = String(Math.max(1, concept.units));
+    $("k").value = String(Math.max(1, concept.k));  // the server's default k (docs/ganpaint.md)
     $("remove").textContent = `Remove ${concept.name}`;
     $("add").textContent = `Add ${concept.name}`;
     redraw();
@@ -152,7 +152,7 @@
     if (!concepts.length) {
       const li = document.createElement("li");
       li.className = "muted";
-      li.textContent = "The run found no detector units at this layer.";
+      li.textContent = "No unit of this layer beats chance for any concept.";
       list.append(li);
     }
     concepts.forEach((concept, i) => {
@@ -166,7 +166,8 @@
       name.textContent = concept.name;
       const count = document.createElement("span");
       count.className = "count";
-      count.textContent = `${concept.units} unit${concept.units === 1 ? "" : "s"} · IoU ${concept.best_iou.toFixed(3)}`;
+      count.textContent = `${concept.units} unit${concept.units === 1 ? "" : "s"} · k ${concept.k} · IoU ${concept.best_iou.toFixed(3)}`;
+      count.title = `${concept.units} unit${concept.units === 1 ? "" : "s"} above chance; k defaults to ${concept.k}; best IoU ${concept.best_iou.toFixed(3)}`;
       label.append(input, name, count);
       li.append(label);
       list.append(li);
