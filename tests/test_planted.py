@@ -68,3 +68,21 @@ def test_planted_units_recovered(planted_dataset, factor, min_iou):
         u = result["units"].units[unit]
         assert u.label == label, (unit, u)
         assert u.iou > min_iou, (unit, u.iou)
+
+
+def test_best_iou_counts_image_level_labels(planted_dataset):
+    """Under --threshold best-iou, a scene (an image-level label) covers its whole image: the
+    blue unit detects 'indoor' with the IoU its masks give, computed here directly."""
+    ds = BrodenDataset(planted_dataset)
+    adapter = ModelAdapter("planted", Planted(1), Preprocess((0, 0, 0), (255, 255, 255)))
+    layer = run_dissection(adapter, ["units"], ds, batch_size=7, threshold="best-iou",
+                           second_pass="forward")["units"]
+    indoor = ds.vocabulary.label_names.index("indoor")
+    t = float(layer.best_thresholds[2, indoor])
+    masks = np.stack([ds.load_image(i)[..., 2] / 255.0 > t for i in range(len(ds))])
+    is_indoor = np.array([i % 4 == 0 for i in range(len(ds))])  # make_images' scenes
+    assert is_indoor.any() and masks.any(), "premise: indoor images and a non-empty mask"
+    inter = masks[is_indoor].sum()
+    union = masks.sum() + is_indoor.sum() * masks[0].size - inter
+    assert layer.iou[2, indoor] == pytest.approx(inter / union, abs=1e-12)
+    assert layer.units[2].label == "indoor" and layer.units[2].iou > 0.99

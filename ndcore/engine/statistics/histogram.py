@@ -98,11 +98,28 @@ class IoUHistogram:
 
     def add(self, maps: torch.Tensor, batch: ProbeBatch) -> None:
         labels = batch.labels.to(self.device)
+        image_labels = batch.image_labels.to(self.device)
         valid = batch.annotated.any(1).to(self.device) if batch.annotated.shape[1] else None
         if valid is not None and not bool(valid.all()):  # unlabelled samples count nowhere
-            maps, labels = maps[valid], labels[valid]
+            maps, labels, image_labels = maps[valid], labels[valid], image_labels[valid]
         if maps.shape[0]:
             self.hist += iou_histogram(maps, self.edges, labels, self.num_ids)
+            self._add_image_labels(maps, image_labels, tuple(labels.shape[-2:]))
+
+    def _add_image_labels(self, maps: torch.Tensor, image_labels: torch.Tensor,
+                          label_size) -> None:
+        """An image-level label (scene, texture) covers its whole image: its histogram gains the
+        image's whole-mask histogram. One more op call over the images that have one, each
+        image's pixels labelled with an id of its own (k + 1 for the k-th), gives those."""
+        rows = (image_labels > 0).any(1).nonzero().reshape(-1)
+        if rows.numel() == 0:
+            return
+        sh, sw = label_size
+        own = (torch.arange(rows.numel(), device=self.device, dtype=torch.int32) + 1)
+        planes = own[:, None, None, None].expand(-1, 1, sh, sw).contiguous()
+        per_image = iou_histogram(maps[rows], self.edges, planes, rows.numel() + 1)  # [U, K+1, B]
+        k, q = (image_labels[rows] > 0).nonzero(as_tuple=True)
+        self.hist.index_add_(1, image_labels[rows][k, q], per_image[:, k + 1, :])
 
     def merge(self, other: "IoUHistogram") -> None:
         check_mergeable(self, other, num_units=self.num_units, num_bins=self.num_bins,
