@@ -55,8 +55,28 @@ class NotAnImage(Planted):
         return self.units(z)  # 4 channels of 8x8: not an RGB image
 
 
+class ToChannelsLast(nn.Module):
+    def forward(self, maps):
+        return maps.permute(0, 2, 3, 1)  # [B, h, w, C]: a layer with the NHWC layout
+
+
+class ChannelsLast(Planted):
+    """Planted, with the units also seen through an NHWC layer (``last``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.last = ToChannelsLast()
+
+    def forward(self, z):
+        return self.render(self.last(self.units(z)).permute(0, 3, 1, 2))
+
+
 def build():
     return Planted()
+
+
+def build_channels_last():
+    return ChannelsLast()
 
 
 def build_no_latent():

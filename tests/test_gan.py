@@ -217,3 +217,18 @@ def test_best_iou_histograms_equal_a_direct_computation():
     assert np.array_equal(counts["hist"], want.numpy())
     # premise: the histograms reach below the units' top-quantile thresholds
     assert (counts["hist_edges"][:, 0] < result["units"].thresholds).all()
+
+
+def test_generator_layers_follow_their_layout(tmp_path):
+    """A generator's NHWC layer, declared with --layout, is dissected as its units (the same
+    results as the NCHW layer it permutes), and the run records the layout for interventions."""
+    spec = f"python:{HERE / 'planted_generator.py'}:build_channels_last"
+    result = ndcore.dissect_generator(spec, ["units", "last"], "colors", tmp_path / "run",
+                                      samples=120, seed=1, layouts={"last": "nhwc"},
+                                      null_permutations=0, bootstrap=0)
+    assert result["last"].num_units == result["units"].num_units == 4
+    assert np.array_equal(result["last"].thresholds, result["units"].thresholds)
+    assert np.array_equal(result["last"].counts["intersection"],
+                          result["units"].counts["intersection"])
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["layouts"] == {"units": "nchw", "last": "nhwc"}

@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from ...capture import resolve_layers
+from ...capture import LayerCapture, check_layout_keys, declared_layouts
 from ...data.labelspace import LabelSpace
 from ...data.probe import ProbeItem, ProbeSource, ProbeSourceInfo
 from ...engine import Dissection, DissectOptions
@@ -23,6 +23,7 @@ from ...engine.stream import BatchGrid
 from ...errors import NdcoreError
 from ...models import ModelAdapter
 from ..generator import GeneratorInfo, require_generator
+from ..latents import latents
 from ...data.segmenters import Segmenter
 from .stage import GeneratorStage, GeneratorStream, Labeller
 
@@ -51,9 +52,9 @@ class GeneratorSource(ProbeSource):
     def __len__(self) -> int:
         return self.samples
 
-    def stage(self, labelspace, device) -> GeneratorStage:
+    def stage(self, labelspace, device, layouts=None) -> GeneratorStage:
         labeller = Labeller(self.segmenter, labelspace, self.segmenter_spec)
-        return GeneratorStage(self.adapter, self.generator, labeller, self.seed, device)
+        return GeneratorStage(self.adapter, self.generator, labeller, self.seed, device, layouts)
 
     def load_images(self, indices: Sequence[int], batch_size: int = 100):
         """uint8 [H, W, 3] images of samples ``indices``, generated a batch at a time."""
@@ -95,9 +96,20 @@ class GeneratorDissection(Dissection):
         super().__init__(source.adapter, layers, source, options, out, quiet, outputs=outputs)
 
     def _decide_layouts(self):
-        """Checks the layer names now; a generator's layouts are decided on its first batch."""
-        resolve_layers(self.model.module, self.captured)
-        return {}
+        """Checks the layer names and ``--layout`` now, and decides every layer's layout on
+        sample 0 (one forward pass of one latent), as a dataset run does on its first image:
+        the run records them, and interventions address units through them."""
+        overrides = dict(self.options.layouts)
+        check_layout_keys(overrides, self.captured)
+        specs = [overrides, getattr(self.model, "layouts", None)]
+        declared_layouts(self.model.module, self.captured, *specs)
+        module = self.model.module.eval()
+        param = next(iter(module.parameters()), None)
+        device = param.device if param is not None else torch.device("cpu")
+        z = latents([0], self.source.generator.latent_shape, self.source.seed).to(device)
+        with LayerCapture(module, self.captured, layouts=specs) as capture, torch.no_grad():
+            capture(z)
+            return {layer: str(capture.layouts[layer]) for layer in self.captured}
 
     def config(self):
         config = super().config()
@@ -105,7 +117,7 @@ class GeneratorDissection(Dissection):
         return config
 
     def _stage(self, device: torch.device) -> GeneratorStage:
-        return self.source.stage(self.labelspace, device)
+        return self.source.stage(self.labelspace, device, self.options.layouts)
 
     def _stream(self, grid: BatchGrid, device: torch.device) -> GeneratorStream:
         return GeneratorStream(grid)

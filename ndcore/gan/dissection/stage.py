@@ -10,7 +10,7 @@ to the accumulators like a dataset's.
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator, Optional, Sequence, Tuple
+from typing import Callable, Iterator, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -91,9 +91,12 @@ class GeneratorStage(Stage):
     makes_images = True
 
     def __init__(self, adapter: ModelAdapter, info: GeneratorInfo, labeller: Labeller,
-                 seed: int, device: torch.device) -> None:
+                 seed: int, device: torch.device,
+                 layouts: Optional[Mapping[str, str]] = None) -> None:
         self.adapter, self.info, self.labeller = adapter, info, labeller
         self.seed, self.device = seed, torch.device(device)
+        # the user's --layout first, then the adapter's, as a dataset run's ModelRunner has them
+        self.layouts = [dict(layouts or {}), getattr(adapter, "layouts", None)]
         adapter.module.eval().to(self.device)
 
     def generate(self, indices: torch.Tensor, capture: Optional[LayerCapture] = None):
@@ -110,7 +113,7 @@ class GeneratorStage(Stage):
     @contextlib.contextmanager
     def capturing(self, layers: Sequence[str],
                   on_labels: Optional[Callable[[ProbeBatch], None]] = None) -> Iterator[Step]:
-        with LayerCapture(self.adapter.module, layers, stop_early=False,
+        with LayerCapture(self.adapter.module, layers, stop_early=False, layouts=self.layouts,
                           dtype=torch.float32) as capture:
             def step(batch: ProbeBatch):
                 images, maps = self.generate(batch.indices, capture)
