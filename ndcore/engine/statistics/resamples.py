@@ -21,7 +21,6 @@ process, several and a resumed run count the same.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
 import numpy as np
