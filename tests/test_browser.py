@@ -4,12 +4,9 @@ Sorting and filtering are driven through the URL fragment (#sort=iou-asc, #q=dis
 the page's script reads on load; --dump-dom returns the DOM after the script ran.
 """
 
-import os
 import re
-import shutil
 import subprocess
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -24,22 +21,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu",
                   "--no-first-run", "--disable-sync"]
 
 
-def find_chromium():
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    path = find_chromium()
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed, but CI installs it: install failed?")
-        pytest.skip("chromium not installed (apt-get install -y chromium)")
-    return path
+# find_chromium and the chromium fixture live in conftest.py (every browser test's)
 
 
 @pytest.fixture(scope="module")

@@ -320,14 +320,10 @@ def test_dissect_help_cites_only_what_ships():
 
 
 @pytest.mark.browser
-def test_strips_fit_their_cards(run, tmp_path):
+def test_strips_fit_their_cards(run, tmp_path, chromium):
     """In a narrow window, a strip scales down within its card: no image cut, no scrollbar."""
     import subprocess
 
-    chromium = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")
-                     if shutil.which(n)), None)
-    if chromium is None:
-        pytest.skip("chromium not installed (apt-get install -y chromium)")
     write_report(run, progress=False, topk=5)  # 5 tiles: 488px, wider than a 500px window's room
     report = tmp_path / "report"
     shutil.copytree(run / "report", report)

@@ -277,14 +277,6 @@ def test_only_the_statistics_a_run_has(stats_run, tmp_path):
 
 # -- the page's script, in a real browser -------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def chromium():
-    from test_browser import find_chromium
-
-    path = find_chromium()
-    if path is None:
-        pytest.skip("chromium not installed (apt-get install -y chromium)")
-    return path
 
 
 @pytest.fixture(scope="module")

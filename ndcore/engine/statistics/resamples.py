@@ -130,8 +130,10 @@ class NullMoments:
         out = torch.zeros(*ids.shape[:-1], self.num_labels, dtype=torch.int64, device=self.device)
         return out.index_add_(-1, self._id_label, ids.index_select(-1, self._kept_ids))
 
-    def add(self, maps: torch.Tensor, batch: ProbeBatch, real: BatchCounts) -> None:
-        """Adds a batch whose counts under the real pairing are ``real``."""
+    def add(self, maps: torch.Tensor, batch: ProbeBatch, real: BatchCounts,
+            pixels: Optional[torch.Tensor] = None) -> None:
+        """Adds a batch whose counts under the real pairing are ``real`` (and its images'
+        pixels per id, :func:`pixels_per_image`, when the caller has them)."""
         ls = self.labelspace
         g = self._by_label(real.intersection)
         self.observed += g
@@ -149,7 +151,9 @@ class NullMoments:
         self.square_sum += draws_square
         self.batch_sum_square += draws_sum * draws_sum
         # no image's intersection, under any pairing, exceeds its largest mask and label
-        label_pixels = self._by_label(pixels_per_image(batch, ls.num_ids)).amax(0)  # [L]
+        if pixels is None:
+            pixels = pixels_per_image(batch, ls.num_ids)
+        label_pixels = self._by_label(pixels).amax(0)  # [L]
         mask_pixels = real.area.amax(0)  # [U]
         self.bound = torch.maximum(self.bound, torch.minimum(mask_pixels[:, None],
                                                              label_pixels[None, :]))
@@ -201,7 +205,7 @@ class Resamples:
             return
         images = image_counts(maps, self.thresholds, batch, ls, self._group)
         if self.null is not None:
-            self.null.add(maps, batch, images.batch)
+            self.null.add(maps, batch, images.batch, images.pixels)
         lite = self.boot[0].lite_terms(images.batch) if self.boot[0].lite else None
         indices = batch.indices.cpu().numpy()
         for b, counts in enumerate(self.boot):
