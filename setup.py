@@ -7,64 +7,50 @@ torch is a CUDA build. Environment switches:
     NDCORE_FORCE_CUDA=1   fail when the CUDA kernel cannot be built
     CUDA_HOME             toolkit location (default: /usr/local/cuda when it exists)
     TORCH_CUDA_ARCH_LIST  GPU architectures (default without a visible GPU: DEFAULT_ARCHS)
+
+Sources and flags come from ndcore/ops/build_config.py, which the first-use JIT build
+(ndcore/ops/jit.py) shares. Next to the extension goes its build record (torch version, CUDA,
+C++ ABI, ...), which ndcore checks before importing it; csrc/ is shipped inside the package
+(ndcore/csrc) so that a mismatched install can compile the op at first use.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
-import re
-import subprocess
-import warnings
+import shutil
 from pathlib import Path
 
 from setuptools import setup
+from setuptools.command.build_py import build_py
 
+HERE = Path(__file__).resolve().parent
 CSRC = Path("csrc")
-DEFAULT_CUDA_HOME = Path("/usr/local/cuda")
 # SASS for A100 and H100/H200; "+PTX" also embeds compute_90 PTX, which newer GPUs JIT-compile.
+# Only for wheels built without a visible GPU: the first-use build targets the GPUs it sees.
 DEFAULT_ARCHS = "8.0;9.0+PTX"
 
 
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+def load_build_config():
+    """ndcore/ops/build_config.py, loaded by path: ndcore is not installed while it builds."""
+    spec = importlib.util.spec_from_file_location(
+        "ndcore_build_config", HERE / "ndcore" / "ops" / "build_config.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def find_nvcc() -> Path | None:
-    """nvcc of CUDA_HOME (set to /usr/local/cuda when unset and present), or None."""
-    if not os.environ.get("CUDA_HOME") and (DEFAULT_CUDA_HOME / "bin" / "nvcc").exists():
-        # Must be set before torch.utils.cpp_extension is imported: it reads CUDA_HOME then.
-        os.environ["CUDA_HOME"] = str(DEFAULT_CUDA_HOME)
-    home = os.environ.get("CUDA_HOME")
-    nvcc = Path(home) / "bin" / "nvcc" if home else None
-    return nvcc if nvcc is not None and nvcc.exists() else None
+cfg = load_build_config()
 
 
-def nvcc_version(nvcc: Path) -> tuple[int, int] | None:
-    out = subprocess.run([str(nvcc), "--version"], capture_output=True, text=True).stdout
-    match = re.search(r"release (\d+)\.(\d+)", out)
-    return (int(match.group(1)), int(match.group(2))) if match else None
-
-
-def want_cuda(torch, nvcc: Path | None) -> tuple[int, int] | None:
+def want_cuda(torch, nvcc):
     """The nvcc version when the CUDA kernel should be built, else None (or raise if forced)."""
-    reason = None
-    if env_flag("NDCORE_FORCE_CPU"):
-        reason = "NDCORE_FORCE_CPU is set"
-    elif torch.version.cuda is None:
-        reason = f"torch {torch.__version__} is not a CUDA build"
-    elif nvcc is None:
-        reason = "no CUDA toolkit found (set CUDA_HOME to a directory with bin/nvcc)"
-    version = None if reason else nvcc_version(nvcc)
+    reason = cfg.cuda_unavailable_reason(torch, nvcc)
+    version = None if reason else cfg.checked_nvcc_version(torch, nvcc)
     if reason is None and version is None:
         reason = f"could not read the version of {nvcc}"
-    if reason is None and str(version[0]) != torch.version.cuda.split(".")[0]:
-        warnings.warn(
-            f"ndcore: nvcc reports CUDA {version[0]}.{version[1]} but torch was built with CUDA "
-            f"{torch.version.cuda}; the extension may fail to load. Point CUDA_HOME to a "
-            f"matching toolkit."
-        )
     if reason:
-        if env_flag("NDCORE_FORCE_CUDA") and not env_flag("NDCORE_FORCE_CPU"):
+        if cfg.env_flag("NDCORE_FORCE_CUDA") and not cfg.env_flag("NDCORE_FORCE_CPU"):
             raise RuntimeError(
                 f"ndcore: NDCORE_FORCE_CUDA=1 but the CUDA kernel cannot be built: {reason}"
             )
@@ -73,70 +59,77 @@ def want_cuda(torch, nvcc: Path | None) -> tuple[int, int] | None:
     return version
 
 
-def uses_openmp(torch) -> bool:
-    return "ATen parallel backend: OpenMP" in torch.__config__.parallel_info()
-
-
-def make_extension(nvcc: Path | None):
+def make_extension(nvcc):
     import torch
     from torch.utils.cpp_extension import CppExtension, CUDAExtension
 
     cuda = want_cuda(torch, nvcc)
-    openmp = uses_openmp(torch)
-    # No FMA contraction: the kernels must round exactly as the reference's float32 operations.
-    # No -std=: torch.utils.cpp_extension picks the standard this torch needs (C++17 or 20).
-    cxx = ["-O3", "-ffp-contract=off"]
-    macros = []
-    if openmp:
-        cxx.append("-fopenmp")
-        macros.append(("NDCORE_WITH_OPENMP", None))
-    # The module, the shared checks, one schema/checks file per op; one kernel file per op and
-    # device.
-    sources = [str(CSRC / name) for name in (
-        "module.cpp", "checks.cpp", "tally.cpp", "iou_histogram.cpp", "select.cpp",
-        "cpu/tally_cpu.cpp", "cpu/iou_histogram_cpu.cpp", "cpu/select_cpu.cpp")]
-    cuda_sources = [str(CSRC / "cuda" / name) for name in (
-        "maps_cuda.cu", "tally_cuda.cu", "iou_histogram_cuda.cu")]
-    if cuda is None:
-        return CppExtension(
-            "ndcore._C",
-            sources,
-            define_macros=macros,
-            extra_compile_args={"cxx": cxx},
-            extra_link_args=["-fopenmp"] if openmp else [],
-        )
-
-    if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
+    if cuda is not None and not os.environ.get("TORCH_CUDA_ARCH_LIST") \
+            and not torch.cuda.is_available():
         os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_ARCHS
-    macros += [("NDCORE_WITH_CUDA", None),
-               ("NDCORE_CUDA_VERSION", str(cuda[0] * 1000 + cuda[1] * 10))]
-    nvcc_flags = ["-O3", "--fmad=false", "-lineinfo"]  # no FMA: exact reference rounding
-    return CUDAExtension(
+    flags = cfg.build_flags(torch, cuda)
+    kind = CppExtension if cuda is None else CUDAExtension
+    compile_args = {"cxx": flags["cxx"]}
+    if cuda is not None:
+        compile_args["nvcc"] = flags["nvcc"]
+    ext = kind(
         "ndcore._C",
-        sources + cuda_sources,
-        define_macros=macros,
-        include_dirs=cusparse_include_dirs(torch),
-        extra_compile_args={"cxx": cxx, "nvcc": nvcc_flags},
-        extra_link_args=["-fopenmp"] if openmp else [],
+        [str(CSRC / name) for name in flags["sources"]],
+        define_macros=flags["macros"],
+        include_dirs=flags["include_dirs"],
+        extra_compile_args=compile_args,
+        extra_link_args=flags["ldflags"],
     )
+    ext.ndcore_record = cfg.build_record(torch, cuda, cfg.arch_list(torch, cuda is not None),
+                                         HERE / CSRC)
+    return ext
 
 
-def cusparse_include_dirs(torch) -> list[str]:
-    """Some ATen CUDA headers include cusparse.h; when the toolkit lacks it, use the copy that
-    pip's CUDA wheels (nvidia/cu*/include next to torch) ship."""
-    if (Path(os.environ["CUDA_HOME"]) / "include" / "cusparse.h").exists():
-        return []
-    wheels = Path(torch.__file__).parent.parent / "nvidia"
-    return [str(d) for d in sorted(wheels.glob("cu*/include")) if (d / "cusparse.h").exists()]
+def record_beside(ext, so_path: str) -> None:
+    cfg.write_json(Path(so_path).parent / cfg.RECORD_NAME, ext.ndcore_record)
+
+
+class BuildPyWithSources(build_py):
+    """Also copies csrc/ into the package (ndcore/csrc) for the first-use JIT build. An editable
+    install needs no copy: it finds csrc/ beside the package."""
+
+    def run(self) -> None:
+        super().run()
+        if self.editable_mode:
+            return
+        target = Path(self.build_lib) / "ndcore" / "csrc"
+        shutil.rmtree(target, ignore_errors=True)
+        for path in cfg.source_files(HERE / CSRC):
+            dest = target / path.relative_to(HERE / CSRC)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, dest)
+
+
+def build_ext_class():
+    from torch.utils.cpp_extension import BuildExtension
+
+    class BuildExtWithRecord(BuildExtension.with_options(use_ninja=True)):
+        """Writes each extension's build record beside it (in build/ and, in place, beside the
+        copy in the source tree)."""
+
+        def build_extension(self, ext) -> None:
+            super().build_extension(ext)
+            record_beside(ext, self.get_ext_fullpath(ext.name))
+
+        def copy_extensions_to_source(self) -> None:
+            super().copy_extensions_to_source()
+            build_py_cmd = self.get_finalized_command("build_py")
+            for ext in self.extensions:
+                record_beside(ext, self._get_inplace_equivalent(build_py_cmd, ext)[0])
+
+    return BuildExtWithRecord
 
 
 def main() -> None:
-    nvcc = find_nvcc()  # sets CUDA_HOME before torch.utils.cpp_extension reads it
-    from torch.utils.cpp_extension import BuildExtension
-
+    nvcc = cfg.find_nvcc()  # sets CUDA_HOME before torch.utils.cpp_extension reads it
     setup(
         ext_modules=[make_extension(nvcc)],
-        cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+        cmdclass={"build_ext": build_ext_class(), "build_py": BuildPyWithSources},
     )
 
 

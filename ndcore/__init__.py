@@ -21,7 +21,8 @@ def dissect(model, layers, dataset, out=None, *, weights=None, random_init=False
 
     ``model`` is a spec (``torchvision:resnet18``, ``python:file.py:factory``, ``demo``), a
     :class:`~ndcore.models.ModelAdapter` or an ``nn.Module``; ``dataset`` a spec
-    (``broden:DIR``, ``synthetic``) or a ProbeSource. ``options`` are the fields of
+    (``broden:DIR``, ``synthetic``, ``images:DIR`` with ``segmenter=``: a spec such as
+    ``colors`` or a Segmenter, which labels those images) or a ProbeSource. ``options`` are the fields of
     :class:`~ndcore.engine.DissectOptions`, one per ``ndcore dissect`` run flag, with the same
     defaults (``quantile=0.01`` for ``--quantile 0.01``) except ``workers`` (0 here).
     ``weights_sha256`` (full or a prefix) is checked against the ``weights`` file before it is

@@ -6,9 +6,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
+from .data.probesets.images import ImageFolderSource
 from .data.validate import ItemValidator
+from .data.view import SourceView
 from .engine import Dissection, DissectOptions
+from .errors import NdcoreError
 from .gan.dissection.run import GeneratorDissection, make_generator_source
+from .plugins import DatasetRequest, get_plugin_manager
 from .results import DissectionResult
 from .results.thumbnails import write_thumbnails
 from .specs import resolve_dataset, resolve_model, resolve_segmenter  # noqa: F401 (public here)
@@ -26,18 +30,55 @@ def run_options(options: Optional[DissectOptions], fields) -> DissectOptions:
 
 def run_dissection(model, layers, dataset, out=None, *, weights=None, random_init=False,
                    normalize=None, resize=None, quiet=True, weights_sha256=None,
-                   options: Optional[DissectOptions] = None, **fields) -> DissectionResult:
+                   segmenter=None, options: Optional[DissectOptions] = None,
+                   **fields) -> DissectionResult:
+    """``segmenter`` (a spec or a Segmenter) labels a dataset of unlabelled images on the fly:
+    ``images:DIR`` (``--dataset images:DIR --segmenter SEG``)."""
     opts = run_options(options, fields)
     adapter = resolve_model(model, weights, random_init, normalize, resize,
                             weights_sha256=weights_sha256)
-    source = resolve_dataset(dataset, opts.categories, opts.max_images,
-                             adapter.preprocess.resize)
+    labelled = None
+    if segmenter is not None:
+        labelled = labelled_source(dataset, segmenter, opts.categories, opts.max_images,
+                                   adapter.preprocess.resize)
+    source = labelled or resolve_dataset(dataset, opts.categories, opts.max_images,
+                                         adapter.preprocess.resize)
     if isinstance(layers, str):
         layers = [l for l in layers.split(",") if l]
-    run = Dissection(adapter, layers, source, opts, Path(out) if out else None, quiet=quiet,
-                     item_check=ItemValidator(source.vocabulary, source.origin),
-                     outputs=RUN_OUTPUTS)
-    return run.run()
+    try:
+        run = Dissection(adapter, layers, source, opts, Path(out) if out else None, quiet=quiet,
+                         item_check=ItemValidator(source.vocabulary, source.origin),
+                         outputs=RUN_OUTPUTS)
+        return run.run()
+    finally:
+        if labelled is not None and getattr(labelled.source, "owns_segmenter", False):
+            labelled.source.close()  # the segmenter it built from a spec
+
+
+def labelled_source(dataset, segmenter, categories=None, max_images=None,
+                    resize=None) -> SourceView:
+    """The source ``dataset`` names (``images:DIR``), its images labelled by ``segmenter``: a
+    spec goes to the dataset's factory (``DatasetRequest.options["segmenter"]``), one marked
+    ``accepts_segmenter``; a Segmenter object labels ``images:DIR``."""
+    pm = get_plugin_manager()
+    reg = pm.find("dataset", dataset)[0] if isinstance(dataset, str) else None
+    if reg is None or not getattr(reg.factory, "accepts_segmenter", False):
+        what = dataset if isinstance(dataset, str) else "a probe source object"
+        raise NdcoreError(f"--segmenter with --dataset {what}: its images have labels of their "
+                          f"own, and a segmenter labels images:DIR; give --dataset SPEC alone, "
+                          f"--segmenter SPEC alone (a generator's samples), or both with "
+                          f"images:DIR")
+    request = DatasetRequest(categories=list(categories) if categories else None,
+                             max_images=max_images, resize=tuple(resize) if resize else None)
+    if isinstance(segmenter, str):
+        request.options["segmenter"] = segmenter
+        source, origin = pm.resolve("dataset", dataset, request)
+    else:
+        target = dataset.partition(":")[2]
+        seg, spec = resolve_segmenter(segmenter)
+        source, origin = ImageFolderSource(target, seg, spec, spec=dataset), reg.origin
+    return SourceView(source, max_images=max_images, categories=categories, resize=resize,
+                      origin=origin)
 
 
 def run_generator_dissection(model, layers, segmenter, out=None, *, samples: int = 1000,

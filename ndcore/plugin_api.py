@@ -22,10 +22,12 @@ from .plugins import DatasetRequest
 
 # ndcore's own components, for the built-in adapters (not the contract: see above)
 from .data.broden import BrodenDataset  # noqa: F401
+from .data.probesets.images import ImageFolderSource  # noqa: F401
 from .data.segmenters import ColorSegmenter  # noqa: F401
 from .data.synthetic import ensure_synthetic  # noqa: F401
 from .demo.model import DEMO_MEAN, DEMO_STD, build_demo_model  # noqa: F401
 from .demo.model import WEIGHTS_PATH as DEMO_WEIGHTS  # noqa: F401
+from .specs import resolve_segmenter  # noqa: F401
 
 PLUGIN_API_VERSION = 1
 

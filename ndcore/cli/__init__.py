@@ -19,7 +19,7 @@ from typing import Iterator, List, Optional, TextIO, Type, Union
 from rich.markup import escape
 
 from ..errors import TRACEBACK_HINT, NdcoreError, debug_enabled, one_line, traceback_text
-from . import demo, dissect, inspect, intervene, layers, paint, report, summary
+from . import data, demo, dissect, formulas, inspect, intervene, layers, paint, report, summary
 from .console import console, err_console
 
 _PACKAGE = Path(__file__).resolve().parent.parent  # ndcore/: whose warnings are "ours"
@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ndcore", description="Network Dissection, fast.")
     parser.add_argument("--log-file", help="also write log messages and warnings to this file")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (dissect, intervene, paint, summary, layers, inspect, demo, report):
+    for module in (dissect, intervene, paint, summary, layers, inspect, demo, report, formulas,
+                   data):
         module.register(sub)
     return parser
 
@@ -153,6 +154,9 @@ def _main(argv: Optional[List[str]]) -> int:
             print(e.details, file=sys.stderr)
         return 2
     except Exception as e:  # a bug, in ndcore or in a plugin: one line, the rest on request
+        if getattr(e, "one_line_message", False):  # no bug: e.g. the op cannot compile here
+            report(e, str(e))
+            return 2
         report(e, f"{one_line(e)} (an unexpected error; {TRACEBACK_HINT})")
         return 1
     finally:

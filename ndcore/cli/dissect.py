@@ -107,10 +107,10 @@ def _options(args: argparse.Namespace) -> DissectOptions:
 def cmd_dissect(args: argparse.Namespace) -> int:
     from .tables import print_summary
 
-    if (args.dataset is None) == (args.segmenter is None):
-        raise NdcoreError("give --dataset SPEC (images) or --segmenter SPEC (a generator's "
-                          "own samples), not both")
-    if args.segmenter is not None:
+    if args.dataset is None and args.segmenter is None:
+        raise NdcoreError("give --dataset SPEC (images), --segmenter SPEC (a generator's own "
+                          "samples), or both (--dataset images:DIR labelled by the segmenter)")
+    if args.dataset is None:
         from ..api import run_generator_dissection
 
         generator_only = [o for o, v in (("--categories", args.categories),
@@ -136,7 +136,7 @@ def cmd_dissect(args: argparse.Namespace) -> int:
             weights=args.weights, weights_sha256=args.weights_sha256,
             random_init=args.random_init, normalize=args.normalize,
             resize=parse_size(args.resize, "--resize"), quiet=args.quiet,
-            options=_options(args))
+            segmenter=args.segmenter, options=_options(args))
     if result is None:  # a torch.distributed rank other than 0: rank 0 reports
         return 0
     print_summary(result)
@@ -168,7 +168,8 @@ def register(sub) -> None:
     g = p.add_argument_group("generators (GAN dissection: the probe images are the model's "
                              "own samples, labelled by a segmenter)")
     add_adapter_option(g, "--segmenter", "segmenter",
-                       help="segmenter spec NAME:TARGET; instead of --dataset")
+                       help="segmenter spec NAME:TARGET; alone: a generator's samples; "
+                            "with --dataset images:DIR: labels those images on the fly")
     g.add_argument("--samples", type=int, default=1000, help="samples z ~ N(0, I) to dissect")
     g.add_argument("--seed", type=int, default=0, help="seed of the samples (sample i is a "
                                                        "function of seed and i)")

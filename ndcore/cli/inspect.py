@@ -63,21 +63,50 @@ def cmd_plugins(args) -> int:
     return 0
 
 
+def _op_path(ext) -> str:
+    """Which path loaded the op: prebuilt (and its file), the JIT cache (and its directory), or
+    the fallback (and why)."""
+    if ext["path"] == "prebuilt":
+        return f"prebuilt: {ext['where']}"
+    if ext["path"] == "jit":
+        return f"compiled at first use (JIT cache): {ext['where']} (not prebuilt: {ext['reason']})"
+    if ext["path"] == "fallback":
+        return f"fallback to the slow pure-PyTorch ops: {ext['reason']}"
+    return f"not loaded: {ext['reason']}"
+
+
 def cmd_info(args) -> int:
     import numpy
     import torch
 
-    from ..version import __version__
-    from ..ops import extension_info
+    from rich.markup import escape
 
-    ext = extension_info()
+    from ..version import __version__
+
+    try:
+        from ..ops import extension_info
+    except ImportError as exc:  # the op could not be loaded nor compiled: say why
+        ext = {"loaded": False, "path": "none", "reason": str(exc), "record": None,
+               "cache_dir": None}
+    else:
+        ext = extension_info(detailed=True)
     table = Table(title="ndcore info", show_header=False)
+    table.add_column()
+    table.add_column(overflow="fold")  # paths (the op's file, the JIT cache) shown whole
     table.add_row("ndcore", __version__)
     table.add_row("python", sys.version.split()[0])
     table.add_row("torch", f"{torch.__version__} (CUDA build: {torch.version.cuda or 'no'})")
     table.add_row("numpy", numpy.__version__)
-    table.add_row("extension ndcore._C", "loaded" if ext["loaded"] else f"[red]missing: {ext['error']}[/red]")
-    table.add_row("compiled kernels", ", ".join(k for k in ("CPU", "CUDA") if ext["loaded"] and (k == "CPU" or ext["cuda"])) or "none (reference fallback)")
+    style = "" if ext["path"] in ("prebuilt", "jit") else "red"
+    table.add_row("extension ndcore._C", escape(_op_path(ext)), style=style)
+    if ext["record"]:
+        rec = ext["record"]
+        table.add_row("op built against", escape(
+            f"torch {rec['torch']}, CUDA {rec['cuda'] or 'none'} (archs {rec['archs']}), "
+            f"C++11 ABI {rec['cxx11_abi']}"))
+    if ext["cache_dir"]:
+        table.add_row("JIT build cache", escape(ext["cache_dir"]))
+    table.add_row("compiled kernels", ", ".join(k for k in ("CPU", "CUDA") if ext["loaded"] and (k == "CPU" or ext["cuda"])) or ("none (reference fallback)" if ext["path"] == "fallback" else "none"))
     table.add_row("OpenMP", str(bool(ext.get("openmp"))))
     table.add_row("CPU threads", str(torch.get_num_threads()))
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []

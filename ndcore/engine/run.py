@@ -113,7 +113,10 @@ class Dissection:
                         if self.derived.get(l, (l,))[0] in self.layouts},
             "dataset": {"spec": self.source.info.spec, "kind": self.source.info.kind,
                         "root": self.source.info.root, "images": len(self.source),
-                        "categories": list(self.vocab.categories)},
+                        "categories": list(self.vocab.categories),
+                        # images:DIR's labeller: the run's probe source is rebuilt with it
+                        **({"segmenter": self.source.info.extra["segmenter"]}
+                           if "segmenter" in (self.source.info.extra or {}) else {})},
             "options": opts,
             # what every result of the run should be read with (the report puts them on top);
             # the layers' own caveats are added after the passes, as "layer_caveats"

@@ -2,9 +2,11 @@
 selection ops values_above, kept_cells and fill_cells (select.py).
 
 ``tally(...)`` and ``iou_histogram(...)`` run ``torch.ops.ndcore.*`` (C++ on the CPU, CUDA on
-GPUs) when the compiled extension ``ndcore._C`` is importable, and otherwise the pure-PyTorch
-references with a warning. See ``reference.py`` for the exact semantics. Set
-``NDCORE_REQUIRE_EXTENSION=1`` to make a missing extension an ImportError instead (CI does).
+GPUs) from the compiled extension ``ndcore._C``: the prebuilt one when its build record matches
+the running torch, otherwise one compiled at first use into a per-user cache (extension.py,
+jit.py). The pure-PyTorch references run instead only when the user accepts them
+(``NDCORE_ALLOW_SLOW=1``, with a warning); ``NDCORE_REQUIRE_EXTENSION=1`` makes any fallback an
+ImportError (CI). See ``reference.py`` for the exact semantics.
 The wrappers convert dtypes but never move tensors between devices: inputs on different devices
 raise ValueError, like the ops themselves.
 """

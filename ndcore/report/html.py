@@ -17,8 +17,10 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from ..conventions import STABLE_LABEL
+from ..errors import OutputError
 from ..figures import charts
 from ..figures.charts import category_colors
+from ..formulas.output import formulas_by_unit
 from ..progress import progress_bar
 from ..results import DissectionResult, LayerResult, iou_curves, layer_dir
 from ..results.thumbnails import FOLDER as THUMBNAILS, image_sources
@@ -123,17 +125,32 @@ def layer_statistics(lr: LayerResult) -> Optional[Dict[str, Any]]:
             "note": sig.note}
 
 
-def unit_cards(lr: LayerResult, strips: Dict, colors: Dict[str, str]) -> List[Dict]:
+def layer_formulas(run_dir: Path, layer: str) -> Dict[int, Dict]:
+    """{unit: its row of formulas.json} (``ndcore formulas``); {} when the layer has none. An
+    unreadable file costs a warning, not the report."""
+    try:
+        return formulas_by_unit(run_dir, layer)
+    except OutputError as e:
+        log.warning("report: %s; the layer's formulas are left out", e)
+        return {}
+
+
+def unit_cards(lr: LayerResult, strips: Dict, colors: Dict[str, str],
+               formulas: Optional[Dict[int, Dict]] = None) -> List[Dict]:
     cards = []
     curves = unit_curves(lr)
+    formulas = formulas or {}
     for u in lr.units:
         others = [r for r in u.ranked if (r["label"], r["category"]) != (u.label, u.category)][:4]
+        formula = formulas.get(u.unit)
         search = f"unit {u.unit} {u.label} {u.category}"  # what the page's search box matches
+        if formula:
+            search += f" {formula['formula']}"
         cards.append({
             "unit": u.unit, "label": u.label, "category": u.category, "iou": u.iou,
             "detector": u.iou > lr.cutoff, "next": others, "search": search,
             "color": colors.get(u.category, "#888"), "strip": strips.get(u.unit),
-            "curve": curves.get(u.unit), **unit_statistics(u.stats),
+            "curve": curves.get(u.unit), "formula": formula, **unit_statistics(u.stats),
         })
     cards.sort(key=lambda c: (-c["iou"], c["unit"]))  # the page's default order (IoU, high first)
     return cards
@@ -248,7 +265,8 @@ def write_report(run_dir, *, cutoff: Optional[float] = None,
                     summary=summary, caveats=run_caveats + lr.caveats, cutoff=f"{lr.cutoff:g}", categories=cats,
                     chart=charts.units_per_concept(concept_groups(lr),
                                                    f"{name}: detector units per concept"),
-                    units=unit_cards(lr, strips, colors), topk=shown_k,
+                    units=unit_cards(lr, strips, colors, layer_formulas(run_dir, name)),
+                    topk=shown_k,
                     missing_images=missing, js=js,
                     layout=result.config.get("layouts", {}).get(name, ""),
                     whole_image=lr.topk is not None and lr.topk["maps"].shape[-2:] == (1, 1),

@@ -8,6 +8,7 @@ from typing import Callable, List, Optional, Tuple
 import numpy as np
 from PIL import Image
 
+from ..probesets.tables import plane_suffixes, save_label_png
 from .labels import SCENES, VOCAB
 from .sample import Sample, render_sample
 from .tables import _numbering, _Record, _Stats, _write_tables
@@ -39,14 +40,6 @@ def _annotate(sample: Sample, rng: np.random.Generator) -> Tuple[dict, dict]:
 
 def _save_jpeg(image: np.ndarray, path: Path) -> None:
     Image.fromarray(image, "RGB").save(path, format="JPEG", quality=JPEG_QUALITY)
-
-
-def _save_label_png(plane: np.ndarray, path: Path) -> None:
-    """Broden encoding: label number = R + 256 * G, B = 0."""
-    rgb = np.zeros(plane.shape + (3,), dtype=np.uint8)
-    rgb[..., 0] = plane & 0xFF
-    rgb[..., 1] = plane >> 8
-    Image.fromarray(rgb, "RGB").save(path, format="PNG")
 
 
 _README = """ndcore synthetic dataset (Broden format)
@@ -91,9 +84,8 @@ def _write_dataset(tmp: Path, size: int, seed: int, image_size: int, label_size:
         lut[label] = num
     for rec in records:
         for cat, planes in rec.planes.items():
-            suffixes = [""] if len(planes) == 1 else [f"_{k}" for k in range(1, len(planes) + 1)]
-            for plane, suffix in zip(planes, suffixes):
-                _save_label_png(lut[plane], tmp / "images" / f"{rec.name}_{cat}{suffix}.png")
+            for plane, suffix in zip(planes, plane_suffixes(len(planes))):
+                save_label_png(lut[plane], tmp / "images" / f"{rec.name}_{cat}{suffix}.png")
 
     categories = _write_tables(tmp, records, stats, number, image_size, label_size)
     (tmp / "README.txt").write_text(_README.format(
