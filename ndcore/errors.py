@@ -50,9 +50,16 @@ def suggest(name: str, choices: Iterable[str], n: int = 3) -> str:
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 
 
+def env_flag(name: str) -> bool:
+    """Whether the switch ``name`` is on: set to anything but "", "0", "false", "no" or "off".
+    The same rule as ndcore.ops.build_config.env_flag (same floor: neither may import the other;
+    tests/test_jit_build.py checks they agree)."""
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
 def debug_enabled() -> bool:
     """True under ``ndcore --traceback`` or ``NDCORE_DEBUG=1``: show full tracebacks."""
-    return os.environ.get("NDCORE_DEBUG", "").strip().lower() not in ("", "0", "false", "no", "off")
+    return env_flag("NDCORE_DEBUG")
 
 
 def one_line(exc: BaseException, limit: int = 300) -> str:

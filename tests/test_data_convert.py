@@ -117,6 +117,18 @@ def test_index_png_reads_back_pixel_by_pixel(tmp_path, index_source):
     assert ds.vocabulary.label_names.count("cat") == 1
 
 
+def test_index_png_ignores_hidden_images(tmp_path, index_source):
+    """Hidden files and folders (a notebook's .ipynb_checkpoints) are not images of the set,
+    as for ``data segment``: without masks, they would stop the conversion."""
+    images = index_source[0]
+    (images / ".ipynb_checkpoints").mkdir()
+    shutil.copy(images / "a.png", images / ".ipynb_checkpoints" / "a-checkpoint.png")
+    shutil.copy(images / "a.png", images / "sub" / ".a.png")
+    report = _convert(index_source, tmp_path / "out")
+    assert (report.written, report.skipped) == (4, 0)
+    _check_index_set(tmp_path / "out", index_source)
+
+
 def test_index_png_16bit_masks_and_category(tmp_path):
     images, masks = tmp_path / "images", tmp_path / "masks"
     images.mkdir(), masks.mkdir()
@@ -536,6 +548,10 @@ def test_info_flags_rare_labels_and_multi_category_counts(tmp_path, capsys):
     data = json.loads((tmp_path / "info.json").read_text())
     assert data["images"] == 12 and len(data["labels"]) == 3
     assert data["categories"][1]["coverage"] == pytest.approx(101 / 400)
+    bad = tmp_path / "missing" / "info.json"  # its folder does not exist
+    assert main(["data", "info", str(root), "--json", str(bad), "--quiet"]) == 2
+    err = "".join(capsys.readouterr())
+    assert f"{bad}: cannot write" in err and "unexpected" not in err
 
 
 # -- sizes ---------------------------------------------------------------------------------

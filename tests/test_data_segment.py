@@ -209,6 +209,23 @@ def test_errors_name_what_is_wrong(images, probe, tmp_path, capsys):
         ndcore.dissect("demo", ["conv2"], f"images:{images}")
 
 
+def test_a_jpeg_named_like_a_plane_collides_only_when_stored_as_png(images, tmp_path, capsys):
+    """``a_color.jpg`` is copied as a JPEG, ``a``'s colour plane is ``a_color.png``: no
+    collision; resized, both images are stored as PNG and it collides."""
+    folder = tmp_path / "named"
+    folder.mkdir()
+    shutil.copy(images / "im 1.jpg", folder / "a.jpg")
+    shutil.copy(images / "im 2.jpg", folder / "a_color.jpg")
+    _segment(folder, tmp_path / "o")
+    files = _files(tmp_path / "o" / "images")
+    assert {"named/a.jpg", "named/a_color.jpg", "named/a_color.png"} <= set(files)
+    assert "named/a_color_color.png" in files  # premise: the colors segmenter wrote planes
+    assert len(BrodenDataset(tmp_path / "o")) == 2
+    assert main(["data", "segment", str(folder), "--segmenter", "colors", "--out",
+                 str(tmp_path / "r"), "--resize", "24", "--quiet"]) == 2
+    assert "a_color.jpg: its name is that of a label plane" in "".join(capsys.readouterr())
+
+
 RUN = ["--model", "demo", "--layers", "conv2,conv4", "--quiet", "--no-report", "--workers", "0",
        "--batch-size", "4", "--null-permutations", "20", "--bootstrap", "0"]
 

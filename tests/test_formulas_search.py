@@ -193,6 +193,26 @@ def test_data_rejects_bad_input():
         b.add_image(np.full((1, 4, 4), 9), [], np.zeros((2, 4, 4), bool))
 
 
+def test_data_from_mask_pixels_equals_data_from_dense_masks():
+    """add_image_pixels takes the masks as (unit, flat pixel) pairs: the same counts as the
+    dense masks, whatever the pairs' order."""
+    rng = np.random.default_rng(3)
+    dense, sparse = FormulaDataBuilder(NAMES, 3), FormulaDataBuilder(NAMES, 3)
+    for h, w in ((4, 5), (3, 3), (6, 2)):
+        planes = rng.integers(0, len(NAMES), (2, h, w))
+        masks = rng.random((3, h, w)) < 0.3
+        dense.add_image(planes, [1], masks)
+        u, pix = np.nonzero(masks.reshape(3, -1))
+        order = rng.permutation(len(u))
+        sparse.add_image_pixels(planes, [1], u[order], pix[order])
+    a, b = dense.finish(), sparse.finish()
+    for name in ("sig_ptr", "sig_labels", "sig_count", "unit_ptr", "unit_sig", "unit_count"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    assert a.unit_count.sum() > 0  # premise: the masks have pixels
+    with pytest.raises(DatasetError, match="image 3: a mask pixel is outside 3 units x 6x2"):
+        sparse.add_image_pixels(planes, [], np.array([0]), np.array([12]))
+
+
 # -- optimal = exhaustive; beam = compexp; beam <= optimal ----------------------------------
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 4, 5, 6])
@@ -451,9 +471,13 @@ def test_empty_unit_and_bad_arguments():
     assert (r.formula, r.iou, r.length, r.optimal) == ("", 0.0, 0, True)
     with pytest.raises(FormulaError, match="unit 99 does not exist"):
         search_formulas(data, [99])
-    with pytest.raises(FormulaError, match="unknown formula search 'greedy'"):
+    with pytest.raises(FormulaError, match="--search 'greedy': unknown formula search"):
         search_formulas(data, [0], method="greedy")
     with pytest.raises(FormulaError, match="up to length 3"):
         search_formulas(data, [0], length=4)
+    with pytest.raises(FormulaError, match="--beam 0"):
+        search_formulas(data, [0], beam=0)
+    with pytest.raises(FormulaError, match="--length 0"):
+        search_formulas(data, [0], length=0)
     with pytest.raises(FormulaError, match="candidate label number 42"):
         search_formulas(data, [0], labels=[1, 42])

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -243,3 +244,166 @@ def test_info_says_which_path_loaded_the_op(concurrent_build, wrappers, tmp_path
     assert "not loaded" in line and "no C++ compiler" in line, line
     prebuilt = {k: v for k, v in os.environ.items() if k != "NDCORE_FORCE_JIT"}
     assert "prebuilt: " in _info(prebuilt)
+
+
+# ------------------------------------------------ a failed build is not retried by every process
+
+
+@pytest.fixture
+def failing_cxx(tmp_path: Path) -> tuple[Path, Path]:
+    """A c++ that logs its calls and fails at once (a broken toolchain, without a real compile)."""
+    if shutil.which("ninja") is None:
+        pytest.skip("ninja is not installed")
+    cxx, log = tmp_path / "bin" / "c++", tmp_path / "cxx-calls.log"
+    cxx.parent.mkdir()
+    cxx.write_text(f'#!/bin/sh\necho "c++ $*" >> "{log}"\nexit 1\n')
+    cxx.chmod(0o755)
+    return cxx, log
+
+
+def test_failed_compile_is_not_retried(failing_cxx, tmp_path: Path) -> None:
+    cxx, log = failing_cxx
+    env = {**_base_env(tmp_path / "cache", os.environ.get("PATH", "")), "CXX": str(cxx)}
+    run = [sys.executable, "-c", "import ndcore.ops"]
+    first = subprocess.run(run, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode != 0 and "compiling the op failed" in first.stderr, first.stderr
+    assert _calls(log), "premise: the first process ran the (failing) compiler"
+    build = next(p for p in (tmp_path / "cache").iterdir() if p.is_dir())
+    log.unlink()
+
+    second = subprocess.run(run, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode != 0, second.stdout + second.stderr
+    assert _calls(log) == [], _calls(log)  # failed fast: no compiler
+    assert "ndcore: compiling the op for" not in second.stderr, second.stderr
+    error = next(line for line in second.stderr.splitlines() if "compiling the op failed" in line)
+    assert f"delete {build} to retry" in error and str(build / "build.log") in error, error
+
+    env["NDCORE_ALLOW_SLOW"] = "1"
+    slow = subprocess.run([sys.executable, "-c", "import ndcore.ops as o; "
+                           "print(o.extension_info(detailed=True)['path'])"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert slow.returncode == 0 and slow.stdout.split() == ["fallback"], slow.stdout + slow.stderr
+    assert "compiling the op failed" in slow.stderr and "falling back" in slow.stderr, slow.stderr
+    assert _calls(log) == [], _calls(log)
+
+
+def test_cached_build_that_does_not_import(tmp_path: Path, monkeypatch) -> None:
+    """A cached build whose module does not import is a failed build: a one-line
+    ExtensionUnavailableError saying to delete the directory, and the slow path when accepted."""
+    from ndcore.ops import extension, jit
+
+    for tool in ("c++", "ninja"):
+        if shutil.which(tool) is None and not (tool == "ninja" and jit._ninja_dir()):
+            pytest.skip(f"{tool} is not installed")
+    for name in ("CXX", "NDCORE_REQUIRE_EXTENSION", "NDCORE_ALLOW_SLOW"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NDCORE_FORCE_CPU", "1")
+    monkeypatch.setenv("NDCORE_FORCE_JIT", "1")
+    monkeypatch.setenv("NDCORE_CACHE_DIR", str(tmp_path / "cache"))
+
+    def fake_compile(flags, csrc, build_dir, cuda, sha):  # "builds" a module that won't load
+        so = build_dir / "ndcore_C.so"
+        so.write_bytes(b"not an ELF file")
+        return type("Built", (), {"__file__": str(so)})
+
+    monkeypatch.setattr(jit, "_compile", fake_compile)
+    jit.load_or_build("test")  # writes the completion marker
+    build = next(p for p in (tmp_path / "cache").iterdir() if p.is_dir())
+    with pytest.raises(jit.ExtensionUnavailableError) as caught:
+        jit.load_or_build("test")
+    message = str(caught.value)
+    assert "\n" not in message and f"delete {build}" in message, message
+    assert "NDCORE_ALLOW_SLOW=1" in message, message
+
+    monkeypatch.setenv("NDCORE_ALLOW_SLOW", "1")
+    with pytest.warns(RuntimeWarning, match="falling back"):
+        module, how = extension._load_extension()
+    assert module is None and how["path"] == "fallback" and "does not import" in how["reason"]
+
+
+# ------------------------------------------------------------- one rule for a switch, a cache
+
+
+FLAGS = {"": False, "0": False, "false": False, "False": False, "no": False, " OFF ": False,
+         "off": False, "1": True, "true": True, "yes": True, "on": True, "2": True, "Y": True}
+
+
+def test_env_flags_follow_one_rule(monkeypatch) -> None:
+    """Off: unset, "", "0", "false", "no", "off" (any case); anything else is on. ops and errors
+    keep one copy each of the rule (same floor): both must read every value the same way."""
+    from ndcore import errors
+    from ndcore.ops import build_config
+
+    monkeypatch.delenv("NDCORE_TEST_FLAG", raising=False)
+    assert not build_config.env_flag("NDCORE_TEST_FLAG") and not errors.env_flag("NDCORE_TEST_FLAG")
+    for value, on in FLAGS.items():
+        monkeypatch.setenv("NDCORE_TEST_FLAG", value)
+        assert build_config.env_flag("NDCORE_TEST_FLAG") is on, repr(value)
+        assert errors.env_flag("NDCORE_TEST_FLAG") is on, repr(value)
+        monkeypatch.setenv("NDCORE_DEBUG", value)
+        assert errors.debug_enabled() is on, repr(value)
+
+
+def test_allow_slow_no_refuses_the_slow_ops(tmp_path: Path) -> None:
+    env = _base_env(tmp_path / "cache", _no_compiler_path(tmp_path))
+    env["NDCORE_ALLOW_SLOW"] = "no"
+    proc = subprocess.run([sys.executable, "-c", "import ndcore.ops"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "no C++ compiler" in proc.stderr, proc.stdout + proc.stderr
+    assert "falling back" not in proc.stderr, proc.stderr
+
+
+def test_one_cache_root_for_ops_and_synthetic(tmp_path: Path, monkeypatch) -> None:
+    from ndcore.data.synthetic import default_cache_dir
+    from ndcore.ops.jit import cache_root
+
+    for name in ("NDCORE_CACHE", "NDCORE_CACHE_DIR", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    home = tmp_path / "home" / ".cache" / "ndcore"
+    assert (default_cache_dir(), cache_root()) == (home / "synthetic", home / "ops")
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")  # the XDG spec: ignored
+    assert (default_cache_dir(), cache_root()) == (home / "synthetic", home / "ops")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    xdg = tmp_path / "xdg" / "ndcore"
+    assert (default_cache_dir(), cache_root()) == (xdg / "synthetic", xdg / "ops")
+    monkeypatch.setenv("NDCORE_CACHE", str(tmp_path / "mine"))
+    mine = tmp_path / "mine"
+    assert (default_cache_dir(), cache_root()) == (mine / "synthetic", mine / "ops")
+    monkeypatch.setenv("NDCORE_CACHE_DIR", str(tmp_path / "ops-only"))
+    assert (default_cache_dir(), cache_root()) == (mine / "synthetic", tmp_path / "ops-only")
+
+
+# ------------------------------------------------- a prebuilt op built from other sources
+
+
+def test_stale_prebuilt_warns_and_is_still_used(monkeypatch) -> None:
+    """In a clone, a prebuilt ndcore._C whose record names other sources than csrc/ warns in one
+    line (rebuild with make setup) but is still used: no silent first-use build."""
+    import json
+
+    import torch
+
+    import ndcore
+    from ndcore.ops import build_config, extension
+
+    package = Path(ndcore.__file__).parent
+    record_path = package / build_config.RECORD_NAME
+    if not (package.parent / "csrc" / "module.cpp").is_file() or not record_path.is_file():
+        pytest.skip("not a built clone (no csrc/ beside the package, or no build record)")
+    record = json.loads(record_path.read_text())
+    assert extension.prebuilt_mismatch(record, torch) is None  # premise: the prebuilt serves
+    monkeypatch.delenv("NDCORE_FORCE_JIT", raising=False)
+    monkeypatch.setattr(build_config, "source_hash", lambda csrc: "0" * 64)
+    with pytest.warns(RuntimeWarning) as caught:
+        module, how = extension._try_prebuilt()
+    assert module is not None and how["where"].endswith(".so"), how
+    texts = [str(w.message) for w in caught if "other sources" in str(w.message)]
+    assert len(texts) == 1 and "\n" not in texts[0], texts
+    assert "make setup" in texts[0] and "pip install --no-build-isolation -e ." in texts[0]
+
+    monkeypatch.setattr(build_config, "source_hash", lambda csrc: record["sources_sha256"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        module, _ = extension._try_prebuilt()
+    assert module is not None

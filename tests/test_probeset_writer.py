@@ -239,6 +239,26 @@ def test_sigkill_loses_at_most_the_image_being_written(tmp_path, written, stage)
         assert again.done() == set(items)
 
 
+def test_a_key_is_written_once(tmp_path):
+    """Re-adding a written key would rewrite its files before the journal knows (a kill then
+    leaves files that disagree with the journal): refused in one line, the files untouched,
+    also after reopening."""
+    first, second = np.zeros((4, 4, 3), np.uint8), np.full((4, 4, 3), 200, np.uint8)
+    image = tmp_path / "o" / "images" / "s" / "k.png"
+    with ProbeSetWriter(tmp_path / "o", ["object"], source="s") as w:
+        w.add("k", first, {})
+        before = image.read_bytes()
+        with pytest.raises(DatasetError, match="^k: already written"):
+            w.add("k", second, {})
+    assert image.read_bytes() == before
+    with ProbeSetWriter(tmp_path / "o", ["object"], source="s") as w:
+        with pytest.raises(DatasetError, match="^k: already written"):
+            w.add("k", second, {})
+        w.finish()
+    assert image.read_bytes() == before
+    assert len((tmp_path / "o" / "index.csv").read_text().splitlines()) == 2  # header + k
+
+
 def test_label_pngs_decode_with_pil(tmp_path):
     """The writer's own PNG encoder, read by an independent decoder (PIL): R + 256 G, B = 0,
     for numbers above 255 and odd sizes too."""

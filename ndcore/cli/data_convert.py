@@ -13,6 +13,8 @@ from rich.table import Table
 
 from ..conventions import DEFAULT_CUTOFF
 from ..engine.options import DissectOptions  # the one place of the dissection's defaults
+from ..errors import OutputError
+from ..files import replace_atomically
 from .args import parse_size
 from .console import console, err_console
 
@@ -79,13 +81,21 @@ def _sizes(counts, shown: int = 3) -> str:
     return text + (f" and {len(common) - shown} other sizes" if len(common) > shown else "")
 
 
+def _write_json(path: Path, data) -> None:
+    text = json.dumps(data, indent=1) + "\n"
+    try:
+        replace_atomically(path, lambda tmp: tmp.write_text(text))
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write the --json file ({e.strerror or e})") from None
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from ..data.probesets.info import probe_set_info
 
     info = probe_set_info(Path(args.probe_set), quantile=args.quantile, cutoff=args.cutoff,
                           min_images=args.min_images, progress=not args.quiet)
     if args.json:
-        Path(args.json).write_text(json.dumps(info.to_json(), indent=1) + "\n")
+        _write_json(Path(args.json), info.to_json())
     console.print(f"{escape(info.root)}: {info.images} images; image sizes "
                   f"{_sizes(info.image_sizes)}; label planes {_sizes(info.label_sizes)}",
                   highlight=False, soft_wrap=True)

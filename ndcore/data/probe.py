@@ -105,7 +105,9 @@ def stack_items(items: List[ProbeItem]) -> ProbeBatch:
         if tuple(item.label_size) != tuple(first.label_size):
             raise ProbeError(
                 f"image {item.index} has labels of size {tuple(item.label_size)} but image "
-                f"{first.index} has {tuple(first.label_size)}; label sizes must agree"
+                f"{first.index} has {tuple(first.label_size)}; label sizes must agree (--resize "
+                f"resizes images only: label a folder of mixed sizes with `ndcore data segment "
+                f"--resize N`, or convert with --size/--label-size)"
             )
     sh, sw = first.label_size
     n_planes = max(item.planes.shape[0] for item in items)

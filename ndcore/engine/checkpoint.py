@@ -11,7 +11,6 @@ covers. The folder goes once the run is complete.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -19,6 +18,8 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
+
+from ..files import replace_atomically
 
 FOLDER = "checkpoint"
 STATE = "state.pt"
@@ -41,30 +42,13 @@ def _to_torch(obj: Any) -> Any:
     return obj
 
 
-def _replace_atomically(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-
-
 def save(run_dir: Path, state: Dict[str, Any], progress: Dict[str, Any]) -> None:
     where = folder(run_dir)
     where.mkdir(parents=True, exist_ok=True)
     state = dict(_to_torch(state), version=VERSION)
-    _replace_atomically(where / STATE, lambda f: torch.save(state, f))
+    replace_atomically(where / STATE, lambda tmp: torch.save(state, tmp))
     body = json.dumps(dict(progress, saved_at=time.time()), indent=1).encode()
-    _replace_atomically(where / PROGRESS, lambda f: f.write(body))
+    replace_atomically(where / PROGRESS, lambda tmp: tmp.write_bytes(body))
 
 
 def load(run_dir: Path) -> Optional[Dict[str, Any]]:

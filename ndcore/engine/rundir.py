@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from ..errors import OutputError
+from ..files import replace_atomically
 from . import checkpoint
 from .options import RESULT_OPTIONS, ROTATE_OPTIONS
 
@@ -130,6 +131,5 @@ class RunDirectory:
             raise OutputError(f"--out {self.path}: cannot write ({e.strerror or e})") from None
 
     def write_config(self, config: Dict, complete: bool) -> None:
-        tmp = self.path / "config.json.tmp"
-        tmp.write_text(json.dumps(dict(config, complete=complete), indent=1))
-        tmp.replace(self.config_path)
+        body = json.dumps(dict(config, complete=complete), indent=1)
+        replace_atomically(self.config_path, lambda tmp: tmp.write_text(body))

@@ -90,23 +90,38 @@ class FormulaDataBuilder:
                   unit_masks: Union[np.ndarray, torch.Tensor]) -> None:
         """planes: int [P, h, w] label numbers (0 = none); image_labels: labels covering the whole
         image; unit_masks: bool [n_units, h, w], each unit's thresholded upsampled map."""
-        where = f"image {self._images}"
-        planes = np.asarray(planes)
-        if planes.ndim == 2:
-            planes = planes[None]
-        if planes.ndim != 3:
-            raise DatasetError(f"{where}: label planes must be [P, h, w], got shape {planes.shape}")
+        planes = self._planes(planes)
         h, w = planes.shape[1:]
-        if len(planes) == 0:  # only image-level labels (or none)
-            planes = np.zeros((1, h, w), dtype=np.int64)
         if isinstance(unit_masks, torch.Tensor):
             masks = unit_masks.detach().to("cpu")
         else:
             masks = torch.from_numpy(np.ascontiguousarray(unit_masks))
         masks = masks if masks.dtype == torch.bool else masks != 0
         if tuple(masks.shape) != (self.n_units, h, w):
-            raise DatasetError(f"{where}: unit masks have shape {tuple(masks.shape)}, expected "
-                               f"({self.n_units}, {h}, {w}) for its {h}x{w} label planes")
+            raise DatasetError(f"image {self._images}: unit masks have shape "
+                               f"{tuple(masks.shape)}, expected ({self.n_units}, {h}, {w}) for "
+                               f"its {h}x{w} label planes")
+        # the masks are sparse: list their pixels
+        u, pix = (x.numpy() for x in torch.nonzero(masks.reshape(self.n_units, h * w),
+                                                     as_tuple=True))
+        self.add_image_pixels(planes, image_labels, u, pix)
+
+    def add_image_pixels(self, planes: np.ndarray, image_labels: Sequence[int],
+                         units: np.ndarray, pixels: np.ndarray) -> None:
+        """``add_image`` with the masks given by their pixels: unit ``units[i]`` (0-based)
+        holds flat pixel ``pixels[i]`` of the [h, w] image (each pair at most once), so no
+        dense mask is needed."""
+        where = f"image {self._images}"
+        planes = self._planes(planes)
+        h, w = planes.shape[1:]
+        u, pix = np.asarray(units, dtype=np.int64), np.asarray(pixels, dtype=np.int64)
+        if u.shape != pix.shape or u.ndim != 1:
+            raise DatasetError(f"{where}: mask units and pixels must be two index arrays of one "
+                               f"length, got shapes {u.shape} and {pix.shape}")
+        if len(u) and not (0 <= u.min() and u.max() < self.n_units
+                           and 0 <= pix.min() and pix.max() < h * w):
+            raise DatasetError(f"{where}: a mask pixel is outside {self.n_units} units x "
+                               f"{h}x{w} pixels")
         n = self.n_labels
         extra = sorted({int(x) for x in image_labels} - {0})
         bad = [x for x in extra if not 0 < x < n] or [
@@ -125,10 +140,7 @@ class FormulaDataBuilder:
             ids[i] = sid
         for sid, c in zip(ids, np.bincount(inv, minlength=len(rows))):
             self._sig_count[sid] += int(c)
-        # Unit pixels per local signature: the masks are sparse, so list their pixels and
-        # count them by (unit, signature).
-        u, pix = (x.numpy() for x in torch.nonzero(masks.reshape(self.n_units, h * w),
-                                                     as_tuple=True))
+        # unit pixels per local signature, counted by (unit, signature)
         counts = np.bincount(u * len(rows) + inv[pix], minlength=self.n_units * len(rows))
         counts = counts.reshape(self.n_units, len(rows))
         u, l = np.nonzero(counts)
@@ -138,6 +150,19 @@ class FormulaDataBuilder:
             self._compact()
         self._images += 1
         self._pixels += h * w
+
+    def _planes(self, planes: np.ndarray) -> np.ndarray:
+        """planes as [P >= 1, h, w] (an image with only image-level labels gets one empty
+        plane)."""
+        planes = np.asarray(planes)
+        if planes.ndim == 2:
+            planes = planes[None]
+        if planes.ndim != 3:
+            raise DatasetError(f"image {self._images}: label planes must be [P, h, w], got "
+                               f"shape {planes.shape}")
+        if len(planes) == 0:  # only image-level labels (or none)
+            planes = np.zeros((1,) + planes.shape[1:], dtype=np.int64)
+        return planes
 
     @property
     def n_labels(self) -> int:

@@ -2,32 +2,64 @@
 report.
 
     {"header": {"layer", "length", "search", "beam", "categories", "labels", "images",
-                "units", "seconds", "ndcore_version", "union"},
+                "units", "seconds", "mask_seconds", "search_seconds", "ndcore_version",
+                "union"},
      "units": [{"unit", "formula", "iou", "length", "optimal", "visited"}, ...]}
 
 Units are 0-based and sorted. A later run of ``ndcore formulas`` with the same settings
-(length, search, beam, categories) on other units adds them to the file; other settings
-replace it.
+(length, search, categories, images, and the beam width under ``--search beam`` only) on other
+units adds them to the file; other settings replace it. The merge holds a lock (a hidden sibling
+``.lock`` file), so runs on one layer at once with different ``--units`` all keep their units.
+``units`` counts the file's units; the other header fields (``labels``, the ``*seconds`` and
+``ndcore_version``) describe the last call that wrote the file.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence
 
 from ..errors import OutputError
+from ..files import replace_atomically
 from ..results import layer_dir
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on Windows: no lock there
+    fcntl = None
 
 FILE = "formulas.json"
 UNIT_KEYS = ("unit", "formula", "iou", "length", "optimal", "visited")
-# header keys that make two files' formulas comparable (and so mergeable)
-SETTINGS = ("length", "search", "beam", "categories", "images")
+# header keys that make two files' formulas comparable (and so mergeable); "beam" only counts
+# under the beam search (the optimal search ignores it)
+SETTINGS = ("length", "search", "categories", "images")
 
 
 def formulas_path(run_dir, layer: str) -> Path:
     return layer_dir(Path(run_dir), layer) / FILE
+
+
+def _settings(header: Dict) -> tuple:
+    keys = SETTINGS + (("beam",) if header.get("search") == "beam" else ())
+    return tuple((k, header.get(k)) for k in keys)
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path``'s sibling lock file (blocking): one read-merge-write
+    at a time."""
+    if fcntl is None:
+        yield
+        return
+    fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _unit_row(result) -> Dict:
@@ -44,21 +76,17 @@ def write_formulas(run_dir, layer: str, header: Dict, results: Sequence) -> Path
     path = formulas_path(run_dir, layer)
     rows = {r["unit"]: r for r in map(_unit_row, results)}
     try:
-        old = read_formulas(run_dir, layer)
-    except OutputError:
-        old = None  # an unreadable file is replaced
-    if old is not None and all(old["header"].get(k) == header.get(k) for k in SETTINGS):
-        rows = {**{r["unit"]: r for r in old["units"]}, **rows}
-    data = {"header": dict(header, units=len(rows)),
-            "units": [rows[u] for u in sorted(rows)]}
-    tmp = path.with_name(path.name + ".tmp")
-    try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with _locked(path):
+            try:
+                old = read_formulas(run_dir, layer)
+            except OutputError:
+                old = None  # an unreadable file is replaced
+            if old is not None and _settings(old["header"]) == _settings(header):
+                rows = {**{r["unit"]: r for r in old["units"]}, **rows}
+            data = {"header": dict(header, units=len(rows)),
+                    "units": [rows[u] for u in sorted(rows)]}
+            replace_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1)))
     except OSError as e:
         raise OutputError(f"{path}: cannot write ({e})") from None
     return path

@@ -15,10 +15,7 @@ from ..version import __version__
 from .data import FormulaDataBuilder
 from .output import write_formulas
 from .run_masks import RunLayer, check_categories, check_units, feed_builder, open_run
-from .search import search_formulas
-
-SEARCHES = ("optimal", "beam")
-
+from .search import search_formulas, validate_settings
 
 @dataclass
 class LayerFormulas:
@@ -39,19 +36,6 @@ def candidate_labels(run: RunLayer, categories: Sequence[str]) -> List[int]:
             if wanted.intersection(vocab.label_categories[l])]
 
 
-def check_settings(length: int, search: str, beam: int) -> None:
-    """Refuse settings the search cannot take before the (long) pass over the images: the
-    search itself checks them, here on no data."""
-    if length < 1:
-        raise NdcoreError(f"--length {length}: must be >= 1")
-    if search not in SEARCHES:
-        raise NdcoreError(f"--search {search!r}: choose optimal or beam")
-    if beam < 1:
-        raise NdcoreError(f"--beam {beam}: must be >= 1")
-    nothing = FormulaDataBuilder(["", "-"], 0).finish()
-    search_formulas(nothing, [], length=length, method=search, beam=beam, labels=[1])
-
-
 def explain_layer(run_dir, layer: str, *, length: int = 3, search: str = "optimal",
                   beam: int = 5, units: Optional[Sequence[int]] = None,
                   categories: Optional[Sequence[str]] = None, device: Optional[str] = None,
@@ -60,7 +44,7 @@ def explain_layer(run_dir, layer: str, *, length: int = 3, search: str = "optima
     """Each unit's best formula up to ``length`` (docs/method.md section 16), written to
     ``<run_dir>/<layer>/formulas.json``. ``model`` overrides the model rebuilt from the run's
     config.json (for models that no spec can build)."""
-    check_settings(length, search, beam)
+    validate_settings(length, search, beam)  # before the long pass over the images
     run = open_run(run_dir, layer)
     units = check_units(run, units)
     categories = check_categories(run, categories)

@@ -29,7 +29,7 @@ from ..errors import DatasetError, LayerError, NdcoreError, suggest
 from ..gan.dissection.run import GeneratorDissection, GeneratorSource
 from ..gan.editing.intervene import load_generator_run
 from ..models import ModelAdapter
-from ..ops import upsample_bilinear
+from ..ops.reference import unit_masks
 from ..results import DissectionResult, LayerResult
 from ..specs import rebuild_model, resolve_dataset
 
@@ -39,12 +39,23 @@ Progress = Callable[[int, int], None]  # (images done, images in all)
 @dataclass
 class ImageMasks:
     """One probe image: its label planes and image-level labels (label numbers, 0 = none),
-    and the chosen units' masks."""
+    and the chosen units' mask pixels as index pairs (mask_units[i], mask_pixels[i]): unit
+    (0-based among the chosen), flat pixel index into [sh, sw]."""
 
     index: int
     planes: np.ndarray  # int32 [P, sh, sw]
     image_labels: List[int]
-    masks: np.ndarray  # bool [len(units), sh, sw]
+    n_units: int
+    mask_units: np.ndarray  # int64 [k]
+    mask_pixels: np.ndarray  # int64 [k]
+
+    @property
+    def masks(self) -> np.ndarray:
+        """bool [n_units, sh, sw], dense (for tests and small runs)."""
+        sh, sw = self.planes.shape[-2:]
+        out = np.zeros((self.n_units, sh * sw), dtype=bool)
+        out[self.mask_units, self.mask_pixels] = True
+        return out.reshape(self.n_units, sh, sw)
 
 
 @dataclass
@@ -202,9 +213,8 @@ def _rebuild(run: RunLayer, options: DissectOptions, closers: list,
 def _label_lookup(dissection: Dissection, categories: Sequence[str]) -> np.ndarray:
     """Label-space id -> label number, 0 where none of the id's categories is in
     ``categories`` (docs/method.md section 6: a label counts where such a plane carries it)."""
-    space = dissection.labelspace
-    keep = (space.id_bits & space.category_mask(categories)) != 0
-    return np.where(keep, space.id_label, 0).astype(np.int32)
+    matrix = dissection.labelspace.label_matrix(categories)  # [V, L] 0/1, one 1 per kept id
+    return (matrix @ np.arange(matrix.shape[1])).astype(np.int32)
 
 
 def iter_masks(run: RunLayer, units: Sequence[int], categories: Optional[Sequence[str]] = None,
@@ -214,8 +224,15 @@ def iter_masks(run: RunLayer, units: Sequence[int], categories: Optional[Sequenc
     """Every probe image of the run, in probe order: its labels in ``categories`` (the run's
     when None) and the masks of ``units``, M_u(x) = upsample(A_u(x)) > T_u. ``model``
     overrides the model rebuilt from config.json (for models that no spec can build)."""
-    units = check_units(run, units)
-    categories = check_categories(run, categories)
+    return _masks(run, check_units(run, units), check_categories(run, categories),
+                  device=device, batch_size=batch_size, workers=workers, progress=progress,
+                  model=model)
+
+
+def _masks(run: RunLayer, units: List[int], categories: List[str], *, device: Optional[str],
+           batch_size: Optional[int], workers: int, progress: Optional[Progress],
+           model: Optional[ModelAdapter]) -> Iterator[ImageMasks]:
+    """``iter_masks`` for units and categories already checked."""
     config = run.result.config
     options = _options(config, _device(run, device), workers)
     closers: list = []
@@ -245,54 +262,36 @@ def iter_masks(run: RunLayer, units: Sequence[int], categories: Optional[Sequenc
             close()
 
 
-def can_cross(maps: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
-    """bool [B, U]: the maps that may hold an upsampled value above their unit's threshold.
-
-    A bilinear value is a convex combination of four map values, so in exact arithmetic it
-    never exceeds the map's maximum; float32 rounding adds at most a relative 6 * 2^-24 (and
-    6 * 2^-150 near zero), so a map whose maximum is below T - |T| * 2^-10 - 2^-100 cannot
-    cross T (csrc/tally_common.h makes the same argument with a tighter margin). T = 0 needs
-    no margin: non-positive values mix to a non-positive one. Most maps lie below their unit's
-    top-quantile threshold, so most are never upsampled."""
-    t = thresholds.double()
-    bound = torch.where(t == 0, t, t - t.abs() * 2.0 ** -10 - 2.0 ** -100)
-    return maps.amax(dim=(2, 3)).double() > bound[None, :]
-
-
-def unit_masks(maps: torch.Tensor, thresholds: torch.Tensor, size: Tuple[int, int]
-               ) -> torch.Tensor:
-    """bool [B, U, sh, sw]: M_u(x) = upsample(A_u(x)) > T_u (docs/method.md section 3), with
-    the dissection's upsampling op, computed for the maps that can cross only."""
-    masks = torch.zeros((maps.shape[0], maps.shape[1]) + tuple(size), dtype=torch.bool,
-                        device=maps.device)
-    rows, units = can_cross(maps, thresholds).nonzero(as_tuple=True)
-    if rows.numel():
-        up = upsample_bilinear(maps[rows, units][:, None], size)[:, 0]
-        masks[rows, units] = up > thresholds[units].view(-1, 1, 1)
-    return masks
-
-
 def _batch_masks(run: RunLayer, maps: torch.Tensor, batch, pick: torch.Tensor,
                  thresholds: torch.Tensor, lookup: torch.Tensor) -> Iterator[ImageMasks]:
     if maps.shape[1] != run.num_units:
         raise NdcoreError(f"layer {run.layer!r} has {maps.shape[1]} units now but the run saved "
                           f"{run.num_units} thresholds: the model is not the one dissected")
     size = tuple(batch.labels.shape[-2:])
-    masks = unit_masks(maps.index_select(1, pick), thresholds.view(-1), size).cpu().numpy()
+    maps = maps.index_select(1, pick)
     planes = lookup[batch.labels.long().cpu()].numpy()
     image_labels = lookup[batch.image_labels.long().cpu()].numpy()
     for b, index in enumerate(batch.indices.tolist()):
+        # one image's masks at a time, on the device; only their pixels' indices leave it
+        masks = unit_masks(maps[b:b + 1], thresholds, size, crossing_only=True)[0]
+        u, pix = masks.flatten(1).nonzero(as_tuple=True)
         own = [int(l) for l in dict.fromkeys(image_labels[b].tolist()) if l]
-        yield ImageMasks(int(index), planes[b], own, masks[b])
+        yield ImageMasks(int(index), planes[b], own, len(pick), u.cpu().numpy(),
+                         pix.cpu().numpy())
 
 
-def feed_builder(builder, run: RunLayer, units: Sequence[int],
-                 categories: Optional[Sequence[str]] = None, **kwargs) -> int:
-    """Hand every probe image of the run to ``builder.add_image`` (label planes, image-level
-    labels, the units' masks); returns the number of images."""
+def feed_builder(builder, run: RunLayer, units: List[int], categories: List[str], *,
+                 device: Optional[str] = None, batch_size: Optional[int] = None,
+                 workers: int = 0, progress: Optional[Progress] = None,
+                 model: Optional[ModelAdapter] = None) -> int:
+    """Hand every probe image of the run to ``builder.add_image_pixels`` (label planes,
+    image-level labels, the units' mask pixels); returns the number of images. ``units`` and
+    ``categories`` as ``check_units`` and ``check_categories`` return them (not checked again)."""
     n = 0
-    for item in iter_masks(run, units, categories, **kwargs):
-        builder.add_image(item.planes, item.image_labels, item.masks)
+    for item in _masks(run, units, categories, device=device, batch_size=batch_size,
+                       workers=workers, progress=progress, model=model):
+        builder.add_image_pixels(item.planes, item.image_labels, item.mask_units,
+                                 item.mask_pixels)
         n += 1
     return n
 

@@ -30,22 +30,29 @@ class FormulaResult:
     visited: int    # formulas whose exact IoU was computed
 
 
+def validate_settings(length: int, method: str, beam: int) -> None:
+    """Refuse settings the search cannot take (FormulaError, named as ``ndcore formulas``'s
+    options): callers check them before a long pass over the images, and ``search_formulas``
+    checks them again."""
+    if method not in METHODS:
+        raise FormulaError(f"--search {method!r}: unknown formula search "
+                           f"(choose from: {', '.join(METHODS)})")
+    if length < 1:
+        raise FormulaError(f"--length {length}: a formula has at least 1 label")
+    if method == "optimal" and length > 3:
+        raise FormulaError(f"--length {length}: the optimal search handles formulas up to "
+                           f"length 3; use --search beam for longer formulas")
+    if beam < 1:
+        raise FormulaError(f"--beam {beam}: the beam width must be at least 1")
+
+
 def search_formulas(data: FormulaData, units: Sequence[int], *, length: int = 3,
                     method: str = "optimal", beam: int = 5,
                     labels: Optional[Sequence[int]] = None,
                     progress: Optional[Callable[[int], None]] = None) -> List[FormulaResult]:
     """One result per unit, in the order given. ``labels``: candidate label numbers (default:
     every label that occurs in the data). ``progress(k)`` is called as k more units finish."""
-    if method not in METHODS:
-        raise FormulaError(f"unknown formula search {method!r} "
-                           f"(choose from: {', '.join(METHODS)})")
-    if length < 1:
-        raise FormulaError(f"formula length must be at least 1, got {length}")
-    if method == "optimal" and length > 3:
-        raise FormulaError(f"the optimal search handles formulas up to length 3, got {length}: "
-                           f"use the beam search for longer formulas")
-    if beam < 1:
-        raise FormulaError(f"beam width must be at least 1, got {beam}")
+    validate_settings(length, method, beam)
     for u in units:
         if not 0 <= int(u) < data.n_units:
             raise FormulaError(f"unit {u} does not exist (the layer has {data.n_units} units)")

@@ -13,7 +13,7 @@ from typing import Dict, Sequence, Tuple
 import numpy as np
 
 from ndcore.formulas.data import FormulaData
-from ndcore.formulas.formula import AND, OR, Formula
+from ndcore.formulas.formula import Formula, evaluate
 
 DENSE_TRIPLES = 8_000_000  # n^3 entries (64 MB) up to which all triples are precomputed
 _ROW_CACHE = 20_000        # cached |A∩B∩·| rows when triples are not dense
@@ -90,7 +90,7 @@ class LabelTables:
             m = np.zeros(self.n_sig, dtype=bool)
             m[self.label_sigs(a)] = True
             return m
-        return _combine(f, col)
+        return evaluate(f, col)
 
     def tally(self, mask: np.ndarray) -> Tuple[float, np.ndarray]:
         """(|G|, |G∩C| for every candidate C) for the signatures in ``mask``."""
@@ -135,17 +135,6 @@ class UnitCounts:
 
     def tally(self, f: Formula) -> Tuple[float, np.ndarray]:
         """(|G∩U|, |G∩C∩U| for every C) for formula f (labels are candidate indices)."""
-        mask = _combine(f, lambda a: self.member[:, a] > 0)
+        mask = evaluate(f, lambda a: self.member[:, a] > 0)
         return float(self.u[mask].sum()), self.u[mask] @ self.member[mask]
 
-
-def _combine(f: Formula, col) -> np.ndarray:
-    mask = col(f.labels[0]).copy()
-    for op, lab in zip(f.ops, f.labels[1:]):
-        if op == OR:
-            mask |= col(lab)
-        elif op == AND:
-            mask &= col(lab)
-        else:
-            mask &= ~col(lab)
-    return mask

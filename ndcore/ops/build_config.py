@@ -30,8 +30,15 @@ SOURCE_SUFFIXES = (".cpp", ".h", ".cu", ".cuh")
 RECORD_NAME = "_C_build.json"
 
 
+# The one rule for a switch in the environment (errors.py repeats it for NDCORE_DEBUG: ops and
+# errors share a floor and may not import each other; tests/test_jit_build.py checks they agree).
+FLAG_OFF = ("", "0", "false", "no", "off")
+
+
 def env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+    """Whether the switch ``name`` is on: set to anything but "", "0", "false", "no" or "off"
+    (in any case, spaces ignored)."""
+    return os.environ.get(name, "").strip().lower() not in FLAG_OFF
 
 
 def find_nvcc() -> Optional[Path]:
@@ -155,7 +162,9 @@ def build_record(torch, cuda: Optional[Tuple[int, int]], archs: str,
 
 
 def write_json(path: Path, data: Dict[str, Any]) -> None:
-    """Writes to a temporary name, then renames: a reader never sees half a file."""
+    """Writes to a temporary name, then renames: a reader never sees half a file. (Not
+    ndcore.files.replace_atomically: setup.py loads this file before ndcore exists, and ops may
+    not import files, a module of the same floor.)"""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
     os.replace(tmp, path)

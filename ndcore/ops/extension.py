@@ -3,6 +3,7 @@
 - ``prebuilt``: ndcore._C, built by setup.py, when its build record (_C_build.json beside it)
   matches the running torch (version, CUDA, C++ ABI) and the visible GPUs' architectures. The
   record is checked BEFORE importing: a mismatched .so can fail with undefined symbols, or worse.
+  In a clone, a record of other sources than csrc/ only warns (rebuilding is `make setup`'s job).
 - ``jit``: otherwise compiled once at first use into a per-user cache (jit.py), and reused.
 - ``fallback``: the pure-PyTorch references (100 to 1,700 times slower), only when the user
   accepts them with ``NDCORE_ALLOW_SLOW=1`` (with a warning), or when the import of ndcore._C
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -30,10 +30,6 @@ REQUIRE_ENV = "NDCORE_REQUIRE_EXTENSION"
 ALLOW_SLOW_ENV = "NDCORE_ALLOW_SLOW"
 FORCE_JIT_ENV = "NDCORE_FORCE_JIT"
 PREBUILT = "ndcore._C"
-
-
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "").strip() not in ("", "0")
 
 
 def arch_runs_on(archs: str, capability: Tuple[int, int]) -> bool:
@@ -79,7 +75,7 @@ def prebuilt_mismatch(record: Dict[str, Any], torch) -> Optional[str]:
 
 def _try_prebuilt() -> Tuple[Optional[Any], Dict[str, Any]]:
     """ndcore._C when it exists and matches the running torch; else (None, {"reason": why})."""
-    if _flag(FORCE_JIT_ENV):
+    if cfg.env_flag(FORCE_JIT_ENV):
         return None, {"reason": f"{FORCE_JIT_ENV} is set"}
     spec = importlib.util.find_spec(PREBUILT)
     if spec is None or not spec.origin:
@@ -104,13 +100,29 @@ def _try_prebuilt() -> Tuple[Optional[Any], Dict[str, Any]]:
     except ImportError as exc:
         return None, {"reason": f"prebuilt ndcore._C failed to import: {type(exc).__name__}: "
                                 f"{exc}", "prebuilt": str(so_path)}
+    if record is not None:
+        _warn_if_stale(record, so_path)
     return _C, {"where": str(so_path), "record": record}
+
+
+def _warn_if_stale(record: Dict[str, Any], so_path: Path) -> None:
+    """In a clone (csrc/ beside the package), warns when ndcore._C was built from other sources.
+    It is still used: rebuilding a development checkout is `make setup`'s job, not a silent JIT
+    build's."""
+    csrc = so_path.parent.parent / "csrc"
+    if not (csrc / cfg.SOURCES[0]).is_file() or not record.get("sources_sha256"):
+        return
+    if cfg.source_hash(csrc) != record["sources_sha256"]:
+        warnings.warn(
+            f"ndcore: ndcore._C ({so_path}) was built from other sources than {csrc}; rebuild "
+            f"with `make setup` or `pip install --no-build-isolation -e .`",
+            RuntimeWarning, stacklevel=5)
 
 
 def _fallback(reason: str, blocked: bool = False) -> Tuple[None, Dict[str, Any]]:
     """The pure-PyTorch ops, with a warning; an ImportError when the extension is required or
     (unless blocked on purpose) the slow path was not accepted."""
-    if _flag(REQUIRE_ENV):
+    if cfg.env_flag(REQUIRE_ENV):
         raise ExtensionUnavailableError(
             f"ndcore: the compiled op is required ({REQUIRE_ENV} is set) but could not be "
             f"loaded: {reason}")
@@ -134,7 +146,7 @@ def _load_extension() -> Tuple[Optional[Any], Dict[str, Any]]:
     try:
         module, built = load_or_build(how["reason"])
     except ExtensionUnavailableError as exc:
-        if not (_flag(ALLOW_SLOW_ENV) or _flag(REQUIRE_ENV)):
+        if not (cfg.env_flag(ALLOW_SLOW_ENV) or cfg.env_flag(REQUIRE_ENV)):
             raise
         return _fallback(f"{how['reason']}; {exc}")
     return module, {"path": "jit", **how, **built}

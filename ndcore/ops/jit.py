@@ -4,7 +4,9 @@ Used when the prebuilt ndcore._C does not match the running torch, or cannot be 
 build per (torch version, CUDA, GPU archs, C++ ABI, Python, hash of csrc/, flags), under
 ``NDCORE_CACHE_DIR`` (default ``~/.cache/ndcore/ops``, see cache_root). A file lock
 makes concurrent processes (torchrun ranks, parallel jobs) compile once: the others wait, then
-import the cached build without running a compiler (nor ninja).
+import the cached build without running a compiler (nor ninja). A failed build leaves a marker:
+later processes fail at once with the same message (or fall back under NDCORE_ALLOW_SLOW=1)
+instead of compiling again, until the directory is deleted.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from . import build_config as cfg
 
 MODULE_NAME = "ndcore_C"  # TORCH_EXTENSION_NAME of the JIT build (the prebuilt is ndcore._C)
 MARKER = "ndcore_build.json"  # written last: the build in this directory is complete
+FAILED_MARKER = "ndcore_build_failed.json"  # the build in this directory failed: do not retry
 CACHE_ENV = "NDCORE_CACHE_DIR"
 
 
@@ -37,15 +40,21 @@ class ExtensionUnavailableError(ImportError):
     one_line_message = True  # the CLI prints it as is, as an error of the user's setup
 
 
+def cache_home() -> Path:
+    """ndcore's per-user cache: NDCORE_CACHE, else $XDG_CACHE_HOME/ndcore (an absolute path, as
+    the XDG spec wants), else ~/.cache/ndcore. JIT builds go to ops/ in it, the synthetic probe
+    sets to synthetic/ (ndcore.data.synthetic.default_cache_dir)."""
+    if os.environ.get("NDCORE_CACHE"):
+        return Path(os.environ["NDCORE_CACHE"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    return (Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache") / "ndcore"
+
+
 def cache_root() -> Path:
-    """Where JIT builds go: NDCORE_CACHE_DIR, else ops/ in ndcore's cache (NDCORE_CACHE, else
-    $XDG_CACHE_HOME/ndcore, else ~/.cache/ndcore; the synthetic probe set lives there too)."""
+    """Where JIT builds go: NDCORE_CACHE_DIR, else ops/ in ndcore's cache (cache_home)."""
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV]).expanduser()
-    if os.environ.get("NDCORE_CACHE"):
-        return Path(os.environ["NDCORE_CACHE"]).expanduser() / "ops"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "ndcore" / "ops"
+    return cache_home() / "ops"
 
 
 def find_csrc() -> Path:
@@ -146,12 +155,21 @@ def file_lock(path: Path) -> Iterator[None]:
 
 
 def import_built(so_path: Path) -> ModuleType:
-    """Imports a built extension module from its file (no compiler, no ninja)."""
-    spec = importlib.util.spec_from_file_location(MODULE_NAME, so_path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import {so_path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    """Imports a built extension module from its file (no compiler, no ninja); a file that does
+    not import is a broken build: ExtensionUnavailableError, saying to delete its directory."""
+    try:
+        spec = importlib.util.spec_from_file_location(MODULE_NAME, so_path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"no loader for {so_path.name}")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    except (ImportError, OSError) as exc:
+        reason = " ".join(str(exc).split())  # one line
+        raise ExtensionUnavailableError(
+            f"ndcore: the op compiled at first use into {so_path.parent} does not import "
+            f"({type(exc).__name__}: {reason}); delete {so_path.parent} to rebuild it, "
+            f"{_slow_hint()}."
+        ) from exc
     return module
 
 
@@ -160,8 +178,9 @@ def load_or_build(reason: str) -> Tuple[ModuleType, Dict[str, Any]]:
 
     ``reason`` says why the prebuilt extension is not used (for the status line). Returns the
     module and what was loaded: {"where": cache directory, "compiled": True when built now,
-    "seconds", "record"}. Raises ExtensionUnavailableError when the toolchain is missing or the build
-    fails (the message names the log).
+    "seconds", "record"}. Raises ExtensionUnavailableError when the toolchain is missing, the build
+    fails or failed in an earlier process (the message names the log), or the cached build does
+    not import.
     """
     import torch
 
@@ -186,16 +205,20 @@ def load_or_build(reason: str) -> Tuple[ModuleType, Dict[str, Any]]:
             if so_path.is_file():
                 return import_built(so_path), {"where": str(build_dir), "compiled": False,
                                                "seconds": 0.0, "record": record}
+        failed = _read_failure(build_dir, record["sources_sha256"])
+        if failed is not None:  # compiling again would fail again, minutes later
+            raise ExtensionUnavailableError(_failed_message(build_dir, failed, earlier=True))
         kernels = f"CPU and CUDA {record['cuda']} kernels for {record['archs']}" if cuda \
             else "CPU kernels"
         print(f"ndcore: compiling the op for torch {torch.__version__} ({kernels}) into "
               f"{build_dir}, once ({reason}); this takes a minute or a few",
               file=sys.stderr, flush=True)
         start = time.perf_counter()
-        module = _compile(flags, csrc, build_dir, cuda)
+        module = _compile(flags, csrc, build_dir, cuda, record["sources_sha256"])
         seconds = time.perf_counter() - start
         cfg.write_json(marker, {**record, "module_file": Path(module.__file__).name,
                                 "compile_seconds": round(seconds, 1)})
+        (build_dir / FAILED_MARKER).unlink(missing_ok=True)  # one of other sources, if any
     return module, {"where": str(build_dir), "compiled": True, "seconds": seconds,
                     "record": record}
 
@@ -209,8 +232,28 @@ def _read_marker(marker: Path) -> Optional[Dict[str, Any]]:
     return done if isinstance(done, dict) and isinstance(done.get("module_file"), str) else None
 
 
-def _compile(flags: Dict[str, Any], csrc: Path, build_dir: Path, cuda: bool) -> ModuleType:
-    """cpp_extension.load with setup.py's sources and flags; a failure names its log file."""
+def _read_failure(build_dir: Path, sources_sha256: str) -> Optional[Path]:
+    """The log of an earlier failed build of these sources in ``build_dir``, or None."""
+    try:
+        failed = json.loads((build_dir / FAILED_MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(failed, dict) or failed.get("sources_sha256") != sources_sha256:
+        return None
+    return Path(str(failed.get("log") or build_dir / "build.log"))
+
+
+def _failed_message(build_dir: Path, log: Path, earlier: bool = False) -> str:
+    when = " in an earlier run" if earlier else ""
+    return (f"ndcore: compiling the op failed{when} (compiler output in {log}); check the "
+            f"compiler and CUDA toolkit match this torch, delete {build_dir} to retry, "
+            f"{_slow_hint()}.")
+
+
+def _compile(flags: Dict[str, Any], csrc: Path, build_dir: Path, cuda: bool,
+             sources_sha256: str) -> ModuleType:
+    """cpp_extension.load with setup.py's sources and flags; a failure names its log file and
+    leaves a marker (FAILED_MARKER) so that later processes do not compile again."""
     from torch.utils import cpp_extension
 
     build_dir.mkdir(parents=True, exist_ok=True)
@@ -234,9 +277,8 @@ def _compile(flags: Dict[str, Any], csrc: Path, build_dir: Path, cuda: bool) -> 
     except Exception as exc:  # the compiler's output is in the message: keep it in a log
         log = build_dir / "build.log"
         log.write_text(f"{type(exc).__name__}: {exc}\n")
-        raise ExtensionUnavailableError(
-            f"ndcore: compiling the op failed (compiler output in {log}); check the compiler "
-            f"and CUDA toolkit match this torch, delete {build_dir} to retry, {_slow_hint()}."
-        ) from exc
+        cfg.write_json(build_dir / FAILED_MARKER, {"sources_sha256": sources_sha256,
+                                                   "log": str(log)})
+        raise ExtensionUnavailableError(_failed_message(build_dir, log)) from exc
     finally:
         os.environ["PATH"] = path_before

@@ -83,6 +83,38 @@ def upsample_bilinear(acts: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor
     return ly0.view(-1, 1) * along_x(rows_a) + ly1.view(-1, 1) * along_x(rows_b)
 
 
+def can_cross(maps: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+    """bool [N, U]: the [N, U, h, w] maps that may hold an upsampled value above their unit's
+    threshold (thresholds [U]).
+
+    A bilinear value is a convex combination of four map values, so in exact arithmetic it
+    never exceeds the map's maximum; float32 rounding adds at most a relative 6 * 2^-24 (and
+    6 * 2^-150 near zero), so a map whose maximum is below T - |T| * 2^-10 - 2^-100 cannot
+    cross T (csrc/tally_common.h makes the same argument with a tighter margin). T = 0 needs
+    no margin: non-positive values mix to a non-positive one."""
+    t = thresholds.double()
+    bound = torch.where(t == 0, t, t - t.abs() * 2.0 ** -10 - 2.0 ** -100)
+    return maps.amax(dim=(2, 3)).double() > bound[None, :]
+
+
+def unit_masks(maps: torch.Tensor, thresholds: torch.Tensor, size: Tuple[int, int], *,
+               crossing_only: bool = False) -> torch.Tensor:
+    """bool [N, U, sh, sw]: the units' masks M_u = upsample_bilinear(A_u) > T_u (strict; the
+    tally's M above) of [N, U, h, w] maps, thresholds [U]. ``crossing_only``: upsample only
+    the maps that ``can_cross`` (the same masks; most maps lie below a top-quantile threshold,
+    so most are never upsampled)."""
+    thresholds = thresholds.reshape(-1).to(device=maps.device, dtype=torch.float32)
+    if not crossing_only:
+        return upsample_bilinear(maps, size) > thresholds.view(1, -1, 1, 1)
+    masks = torch.zeros((maps.shape[0], maps.shape[1]) + tuple(size), dtype=torch.bool,
+                        device=maps.device)
+    rows, units = can_cross(maps, thresholds).nonzero(as_tuple=True)
+    if rows.numel():
+        up = upsample_bilinear(maps[rows, units][:, None], size)[:, 0]
+        masks[rows, units] = up > thresholds[units].view(-1, 1, 1)
+    return masks
+
+
 def tally_reference(
     acts: torch.Tensor,
     thresholds: torch.Tensor,

@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw, ImageFont
 from ..capture import LayerCapture
 from ..errors import LayerError, NdcoreError, suggest
 from ..models import ModelAdapter
-from ..ops.reference import upsample_bilinear
+from ..ops.reference import unit_masks, upsample_bilinear
 from ..results import DissectionResult
 from ..specs import rebuild_model
 from ..results.images import load_image_list
@@ -64,12 +64,10 @@ def layer_activations(adapter: ModelAdapter, layer: str, image: np.ndarray,
         return capture(x)[layer][0].float().cpu()
 
 
-def unit_masks(acts: torch.Tensor, thresholds: np.ndarray, size: Tuple[int, int]
-               ) -> Tuple[np.ndarray, np.ndarray]:
-    """(masks bool [U, H, W], upsampled maps [U, H, W]) at ``size``: the method's masks."""
-    up = upsample_bilinear(acts[None], size)[0]
-    masks = up > torch.from_numpy(np.asarray(thresholds, np.float32)).view(-1, 1, 1)
-    return masks.numpy(), up.numpy()
+def _masks(acts: torch.Tensor, thresholds: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """bool [U, H, W]: the method's masks of maps [U, h, w] at ``size``."""
+    t = torch.from_numpy(np.asarray(thresholds, np.float32))
+    return unit_masks(acts[None], t, size, crossing_only=True)[0].numpy()
 
 
 def _outline(mask: np.ndarray) -> np.ndarray:
@@ -98,7 +96,8 @@ def draw_explanation(image: np.ndarray, acts: torch.Tensor, thresholds: np.ndarr
     H, W = h * scale, w * scale
     canvas = np.asarray(Image.fromarray(image).resize((W, H), Image.BILINEAR), dtype=np.float32)
     units = [u for u, *_ in found]
-    masks, maps = unit_masks(acts[units], np.asarray(thresholds)[units], (H, W))
+    masks = _masks(acts[units], np.asarray(thresholds)[units], (H, W))
+    maps = upsample_bilinear(acts[units][None], (H, W))[0].numpy()  # to tag each unit's peak
     for mask, color in zip(masks, PALETTE * 10):
         canvas[mask] = 0.65 * canvas[mask] + 0.35 * np.array(color, np.float32)
         canvas[_outline(mask)] = color
@@ -153,7 +152,7 @@ def explain_image(run_dir, image_path, layer: Optional[str] = None, top: int = 5
     if acts.shape[0] != len(lr.thresholds):
         raise NdcoreError(f"layer {layer!r} has {acts.shape[0]} units now but the run saved "
                           f"{len(lr.thresholds)} thresholds: the model is not the one dissected")
-    masks, _ = unit_masks(acts, lr.thresholds, image.shape[:2])
+    masks = _masks(acts, lr.thresholds, image.shape[:2])
     share = masks.reshape(masks.shape[0], -1).mean(1)
     detectors = [u for u in lr.detectors() if share[u.unit] > 0]
     detectors.sort(key=lambda u: (-share[u.unit], -u.iou, u.unit))

@@ -20,7 +20,8 @@ import numpy as np
 from ...errors import DatasetError
 from ...progress import progress_bar
 from .convert_common import ConvertReport, Sizing
-from .source_masks import check_mask_size, image_size, read_panoptic_ids
+from .image_files import image_size
+from .source_masks import check_mask_size, read_panoptic_ids
 from .writer import ProbeSetWriter
 
 THING_CATEGORY = "object"

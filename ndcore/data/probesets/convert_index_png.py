@@ -18,8 +18,9 @@ import numpy as np
 from ...errors import DatasetError
 from ...progress import progress_bar
 from .convert_common import ConvertReport, Sizing
-from .source_masks import (check_mask_size, find_images, image_keys, image_size,
-                           read_index_mask, read_labels_txt)
+from .image_files import image_size
+from .source_masks import (check_mask_size, find_images, image_keys, read_index_mask,
+                           read_labels_txt)
 from .writer import ProbeSetWriter
 
 

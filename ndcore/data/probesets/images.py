@@ -1,7 +1,7 @@
 """``images:DIR``: a folder of images labelled by a segmenter as they are read (no probe set
 written). Each item is what ``broden:`` reads back from ``ndcore data segment DIR`` with the
-same segmenter (ndcore.data.probesets.segment): the same images, in the same order, with the
-same planes, plane categories and annotated categories.
+same segmenter and without ``--resize`` (ndcore.data.probesets.segment): the same images, in
+the same order, with the same planes, plane categories and annotated categories.
 """
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ import numpy as np
 from ...errors import DatasetError
 from ..probe import ProbeItem, ProbeSource, ProbeSourceInfo
 from ..segmenters import Segmenter
-from .segment import CellSplitter, list_images, load_image, segment_image
+from .image_files import list_images
+from .segment import CellSplitter, load_image, segment_image
 
 
 class ImageFolderSource(ProbeSource):
-    """The JPEG/PNG files under ``root`` (recursive, sorted), labelled by ``segmenter``.
+    """The JPEG/PNG files under ``root`` (recursive, sorted, hidden ones skipped), labelled by
+    ``segmenter``.
 
     The segmenter runs where the items are read (in the loader's worker processes with
     ``--workers``); ``ndcore data segment`` labels once and keeps the labels instead.

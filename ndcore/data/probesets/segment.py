@@ -8,7 +8,7 @@ belong to it (``Vocabulary.label_categories``), as ndcore counts such a plane in
 label's categories. Every category of the segmenter is annotated on an image it labels (a
 category without a plane gets the token ``0``: annotated, nothing there); an image it cannot
 label (``valid`` False) is annotated in none. :class:`ImageFolderSource` (``images:DIR``)
-yields exactly what the reader reads back from such a set.
+yields exactly what the reader reads back from such a set written without ``resize``.
 """
 
 from __future__ import annotations
@@ -31,31 +31,10 @@ from ..probe import remove_repeated_labels
 from ..segmenters import Segmenter
 from ..view import resize_image
 from ..vocabulary import Vocabulary
+from .image_files import list_images
 from .writer import ProbeSetWriter
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 _SOURCE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
-
-
-def list_images(root: Path, exclude: Optional[Path] = None) -> List[str]:
-    """Relative POSIX paths of the JPEG and PNG files under ``root`` (recursive, sorted; hidden
-    files and folders, and anything under ``exclude``, skipped)."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(f"{root}: image directory not found")
-    skip = Path(exclude).resolve() if exclude is not None else None
-    files = []
-    for path in root.rglob("*"):
-        rel = path.relative_to(root)
-        if path.suffix.lower() not in IMAGE_SUFFIXES or any(p.startswith(".") for p in rel.parts):
-            continue
-        if skip is not None and path.resolve().is_relative_to(skip):
-            continue
-        if path.is_file():
-            files.append(rel.as_posix())
-    if not files:
-        raise DatasetError(f"{root}: no JPEG or PNG images (searched recursively)")
-    return sorted(files)
 
 
 @dataclass
@@ -190,9 +169,11 @@ def _label_numbers(writer: ProbeSetWriter, vocab: Vocabulary) -> Optional[np.nda
     return None if np.array_equal(lut, np.arange(vocab.num_labels)) else lut
 
 
-def _check_names(images_dir: Path, files: Sequence[str], categories: Sequence[str]) -> None:
-    """Before any work: two images that would be written as one file, or an image named like
-    another's label plane (``x_color.png`` next to ``x.jpg``)."""
+def _check_names(images_dir: Path, files: Sequence[str], categories: Sequence[str],
+                 resized: bool = False) -> None:
+    """Before any work: two images that would be written as one file, or an image stored as
+    PNG (as it is, or ``resized``) named like another's label plane (``x_color.png`` next to
+    ``x.jpg``; ``x_color.jpg`` copied as it is collides with nothing)."""
     stems: Dict[str, str] = {}
     for key in files:
         other = stems.setdefault(ProbeSetWriter.stem(key), key)
@@ -202,7 +183,8 @@ def _check_names(images_dir: Path, files: Sequence[str], categories: Sequence[st
     planes = re.compile(r"(.+)_(%s)(_\d+)?" % "|".join(re.escape(c) for c in categories))
     for stem, key in stems.items():
         match = planes.fullmatch(stem)
-        if match and match.group(1) in stems:
+        as_png = resized or key.lower().endswith(".png")  # label planes are .png files
+        if as_png and match and match.group(1) in stems:
             raise DatasetError(f"{images_dir / key}: its name is that of a label plane of "
                                f"{images_dir / stems[match.group(1)]} in the probe set; rename "
                                f"it or keep it out of the folder")
@@ -227,7 +209,7 @@ def segment_folder(images_dir: Union[str, Path], segmenter: Segmenter, spec: str
     images_dir, out = Path(images_dir), Path(out)
     files = list_images(images_dir, exclude=out)
     vocab = segmenter.vocabulary
-    _check_names(images_dir, files, vocab.categories)
+    _check_names(images_dir, files, vocab.categories, resized=resize is not None)
     meta = {"segmenter": spec, "resize": list(resize) if resize else None}
     with ProbeSetWriter(out, vocab.categories, source=source_name(images_dir),
                         meta=meta) as writer:

@@ -14,20 +14,13 @@ import numpy as np
 from PIL import Image
 
 from ...errors import DatasetError
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+from .image_files import list_images
 
 
 def find_images(root: Path) -> List[Path]:
-    """The JPEG and PNG files under ``root`` (recursive), sorted by their relative path."""
-    if not root.is_dir():
-        raise DatasetError(f"{root}: image directory not found")
-    found = sorted((p for p in root.rglob("*")
-                    if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
-                   key=lambda p: p.relative_to(root).as_posix())
-    if not found:
-        raise DatasetError(f"{root}: no JPEG or PNG image found (searched recursively)")
-    return found
+    """The JPEG and PNG files under ``root`` (recursive, hidden ones skipped), sorted by their
+    relative path."""
+    return [root / rel for rel in list_images(root)]
 
 
 def image_keys(root: Path, images: Sequence[Path], strip_suffix: str = "") -> Dict[str, Path]:
@@ -44,17 +37,6 @@ def image_keys(root: Path, images: Sequence[Path], strip_suffix: str = "") -> Di
                                "which is the image of the mask?")
         keys[key] = path
     return keys
-
-
-def image_size(path: Path) -> Tuple[int, int]:
-    """(height, width) from the image file's header (nothing is decoded)."""
-    try:
-        with Image.open(path) as im:
-            return im.height, im.width
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: image file not found") from None
-    except Exception as e:  # PIL raises many types for corrupt files
-        raise DatasetError(f"{path}: cannot read image ({type(e).__name__}: {e})") from None
 
 
 def read_labels_txt(path: Path) -> List[str]:

@@ -2,10 +2,12 @@
 
 Each image's files (the image, its label PNGs) are written under a temporary name and renamed,
 then one line is appended to a journal (``.ndcore-journal.jsonl``) that records the image, its
-index.csv cells and its label counts. The journal is the probe set's memory: reopening an
-unfinished directory reads it back, so a SIGKILL at any moment loses at most the image being
-written (a torn last line is dropped). :meth:`ProbeSetWriter.finish` derives the tables from
-it (frequency, coverage and so each label's primary category come from the counts).
+index.csv cells and its label counts (neither is synced to disk: this guards against a killed
+process, not a crashed machine, and keeps the per-image cost low). The journal is the probe
+set's memory: reopening an unfinished directory reads it back, so a SIGKILL at any moment
+loses at most the image being written (a torn last line is dropped).
+:meth:`ProbeSetWriter.finish` derives the tables from it (frequency, coverage and so each
+label's primary category come from the counts).
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ import numpy as np
 from PIL import Image
 
 from ...errors import DatasetError, NdcoreError
+from ...files import replace_atomically
 from ..decode import read_rgb
 from ..probe import remove_repeated_labels
+from .image_files import IMAGE_SUFFIXES, image_size as read_image_size
 from .tables import (INDEX_COLUMNS, LabelRow, LabelStats, plane_suffixes, save_label_png,
                      write_tables)
 
@@ -34,8 +38,6 @@ except ImportError:  # pragma: no cover - Windows
 JOURNAL = ".ndcore-journal.jsonl"
 FORMAT = 1
 TABLES = ["category.csv", "label.csv", "index.csv"]  # after the c_<cat>.csv; index.csv last
-# Image files copied as they are (lower-cased suffix); anything else is decoded and saved as PNG.
-COPIED_SUFFIXES = (".jpg", ".jpeg", ".png")
 # Categories and sources name files (c_<cat>.csv, <name>_<cat>.png) and index columns.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _UNSAFE = re.compile(r"[^\w.+@=-]")  # in file names made from image keys
@@ -49,11 +51,9 @@ def _check_name(what: str, name: str) -> None:
                           f"(and none of {', '.join(INDEX_COLUMNS)})")
 
 
-def _atomic(path: Path, write) -> None:
-    """``write(tmp)`` then rename: a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".part")
-    write(tmp)
-    os.replace(tmp, path)
+def _is_temporary(name: str) -> bool:
+    """A file left by a write that was interrupted (this writer's or an older version's)."""
+    return name.endswith((".part", ".tmp"))
 
 
 class ProbeSetWriter:
@@ -94,11 +94,12 @@ class ProbeSetWriter:
                   "meta": json.loads(json.dumps(dict(meta or {})))}
         if not self.journal.is_file():
             if self.out.exists() and (not self.out.is_dir() or any(
-                    not p.name.endswith(".part") for p in self.out.iterdir())):
+                    not _is_temporary(p.name) for p in self.out.iterdir())):
                 raise DatasetError(f"{self.out}: exists and is not a probe set being written by "
                                    f"ndcore (no {JOURNAL}); choose a new or empty directory")
             self.out.mkdir(parents=True, exist_ok=True)
-            _atomic(self.journal, lambda tmp: tmp.write_text(json.dumps(header) + "\n"))
+            replace_atomically(self.journal,
+                               lambda tmp: tmp.write_text(json.dumps(header) + "\n"))
         self._fd = os.open(self.journal, os.O_RDWR | os.O_APPEND)
         try:
             if fcntl is not None:  # before reading: another writer's line may be half written
@@ -149,6 +150,7 @@ class ProbeSetWriter:
         self._declared.setdefault(number, []).append(category)
 
     def _remember(self, record: dict) -> None:
+        # A key twice in a journal: written by an older ndcore that let add() replace a key.
         old = self._records.pop(record["key"], None)
         if old is not None:
             for rel in old["files"]:
@@ -186,7 +188,7 @@ class ProbeSetWriter:
         if any(p in ("", ".", "..") for p in parts):
             raise NdcoreError(f"image key {key!r}: must be a relative path without '.' or '..'")
         root, ext = os.path.splitext(parts[-1])
-        if ext.lower() in COPIED_SUFFIXES and root:
+        if ext.lower() in IMAGE_SUFFIXES and root:
             parts[-1] = root
         return "/".join(_UNSAFE.sub("_", p) for p in parts)
 
@@ -199,7 +201,11 @@ class ProbeSetWriter:
         annotated, nothing there). A category in neither is not annotated on this image.
         ``label_size`` (h, w) is index.csv's sh, sw when there is no plane (default: the
         image's size). ``image_size`` (h, w): an image file's size as decoded, when the caller
-        knows it (spares reading its header). Adding a key again replaces it."""
+        knows it (spares reading its header). A key is written once: adding one of
+        :meth:`done` again is an error (its files would be rewritten before the journal knows)."""
+        if key in self._records:
+            raise DatasetError(f"{key}: already written to {self.out} (a key is added once; "
+                               f"skip the keys of done())")
         stem = self.stem(key)
         for cat in (*planes, *image_labels):
             if cat not in self.categories:
@@ -225,17 +231,8 @@ class ProbeSetWriter:
             suffix = "." + self._image_format
         else:
             path = Path(image)
-            try:
-                if image_size is None:
-                    with Image.open(path) as im:
-                        image_size = im.size[::-1]
-                ih, iw = (int(v) for v in image_size)
-            except FileNotFoundError:
-                raise DatasetError(f"{path}: image file not found") from None
-            except Exception as e:  # PIL raises many types for corrupt files
-                raise DatasetError(f"{path}: cannot read image ({type(e).__name__}: {e})") \
-                    from None
-            suffix = path.suffix.lower() if path.suffix.lower() in COPIED_SUFFIXES else ".png"
+            ih, iw = (int(v) for v in (image_size or read_image_size(path)))
+            suffix = path.suffix.lower() if path.suffix.lower() in IMAGE_SUFFIXES else ".png"
         sh, sw = next(iter(sizes)) if sizes else (label_size or (ih, iw))
 
         base = f"{self.source}/{stem}"
@@ -245,15 +242,16 @@ class ProbeSetWriter:
         files = [image_rel] + [rel for rels in plane_rels.values() for rel in rels]
         for rel in files:
             owner = self._owner.get(rel)
-            if owner is not None and owner != key:
+            if owner is not None:
                 raise DatasetError(f"{key}: its file images/{rel} is already written for "
                                    f"{owner!r}; rename one of them")
 
         self._write_image(image, self.out / "images" / image_rel)
         for cat, stack in stacks.items():
             for plane, rel in zip(stack, plane_rels[cat]):
-                _atomic(self.out / "images" / rel,
-                        lambda tmp, p=plane: save_label_png(p, tmp, fast=True))
+                replace_atomically(self.out / "images" / rel,
+                                   lambda tmp, p=plane: save_label_png(p, tmp, fast=True),
+                                   durable=False)
 
         cells = {cat: ";".join(rels) for cat, rels in plane_rels.items()}
         for cat, nums in levels.items():
@@ -339,15 +337,15 @@ class ProbeSetWriter:
         if isinstance(image, np.ndarray):
             options = {"quality": self._jpeg_quality} if self._image_format == "jpg" else {}
             fmt = "JPEG" if self._image_format == "jpg" else "PNG"
-            _atomic(path, lambda tmp: Image.fromarray(image, "RGB").save(tmp, format=fmt,
-                                                                          **options))
-        elif Path(image).suffix.lower() in COPIED_SUFFIXES:
-            _atomic(path, lambda tmp: shutil.copyfile(image, tmp))
+            replace_atomically(path, lambda tmp: Image.fromarray(image, "RGB").save(
+                tmp, format=fmt, **options), durable=False)
+        elif Path(image).suffix.lower() in IMAGE_SUFFIXES:
+            replace_atomically(path, lambda tmp: shutil.copyfile(image, tmp), durable=False)
         else:
             try:
                 rgb = read_rgb(image)
             except Exception as e:
                 raise DatasetError(f"{image}: cannot decode image ({type(e).__name__}: {e})") \
                     from None
-            _atomic(path, lambda tmp: Image.fromarray(np.ascontiguousarray(rgb), "RGB").save(
-                tmp, format="PNG"))
+            replace_atomically(path, lambda tmp: Image.fromarray(
+                np.ascontiguousarray(rgb), "RGB").save(tmp, format="PNG"), durable=False)

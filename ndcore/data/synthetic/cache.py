@@ -67,10 +67,11 @@ def generate(out_dir, size: int = 1000, seed: int = 0, image_size: int = 112,
 
 
 def default_cache_dir() -> Path:
-    """``$NDCORE_CACHE/synthetic`` or ``~/.cache/ndcore/synthetic``."""
-    root = os.environ.get("NDCORE_CACHE")
-    base = Path(root) if root else Path.home() / ".cache" / "ndcore"
-    return base / "synthetic"
+    """synthetic/ in ndcore's cache: ``$NDCORE_CACHE``, else ``$XDG_CACHE_HOME/ndcore``, else
+    ``~/.cache/ndcore`` (the rule the op's first-use build follows too: ops.jit.cache_home)."""
+    from ...ops.jit import cache_home  # here: loading the op is no business of `import ndcore.data`
+
+    return cache_home() / "synthetic"
 
 
 def ensure_synthetic(size: int = 1000, seed: int = 0, image_size: int = 112,

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ...errors import NdcoreError, OutputError, suggest
+from ...files import replace_atomically
 from ...models import state_sha256
 from ...results import DissectionResult, LayerResult
 from ...specs import rebuild_model, resolve_segmenter
@@ -204,9 +205,8 @@ def removal_curve(run: GeneratorRun, layer_name: str, concept: str, tops: Sequen
 
 def write_json(path: Path, data: Dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)
+    body = json.dumps(data, indent=1)
+    replace_atomically(path, lambda tmp: tmp.write_text(body))
 
 
 # -- where an intervention's files go ---------------------------------------------------------
