@@ -11,7 +11,8 @@ from __future__ import annotations
 from .hookspecs import hookimpl  # plugins import it from here
 from .version import __version__
 
-__all__ = ["__version__", "hookimpl", "dissect", "dissect_generator", "load_result", "edit",
+__all__ = ["__version__", "hookimpl", "dissect", "dissect_series", "dissect_generator",
+           "load_result", "edit",
            "Ablate", "Insert", "intervene"]
 
 
@@ -33,6 +34,21 @@ def dissect(model, layers, dataset, out=None, *, weights=None, random_init=False
     return run_dissection(model, layers, dataset, out, weights=weights, random_init=random_init,
                           normalize=normalize, resize=resize, quiet=quiet,
                           weights_sha256=weights_sha256, **options)
+
+
+def dissect_series(model, layers, dataset, out, *, weights=(), x=None, x_label=None,
+                   random_init=False, normalize=None, resize=None, quiet=True, **options):
+    """Dissect several checkpoints (``weights``, one model) or models (``model`` a list, each
+    with its ``weights``, or none) over one pass of the probe data: ``out/NAME`` per member,
+    each equal to a separate :func:`dissect` of it, and ``out/series.json``. Returns a
+    SeriesResult (``for member, result in series``); ``x``: the members' x-axis values
+    (default: the iteration in the weights' file names, else the order). ``layers``: one list
+    for every member, or one per model. ``options`` as for :func:`dissect`."""
+    from .api import run_series
+
+    return run_series(model, layers, dataset, out, weights=weights, x=x, x_label=x_label,
+                      random_init=random_init, normalize=normalize, resize=resize, quiet=quiet,
+                      **options)
 
 
 def dissect_generator(model, layers, segmenter, out=None, *, samples=1000, seed=0, **options):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import fields
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 from ..engine.options import DissectOptions, Flag
@@ -107,6 +108,13 @@ def _options(args: argparse.Namespace) -> DissectOptions:
 def cmd_dissect(args: argparse.Namespace) -> int:
     from .tables import print_summary
 
+    if _is_series(args):
+        return _dissect_series(args)
+    args.model, args.layers = args.model[0], _one(args.layers, "--layers")
+    args.weights = _one(args.weights, "--weights") if args.weights else None
+    if args.x is not None or args.x_label is not None:
+        raise NdcoreError("--x and --x-label place the members of a series; give several "
+                          "--weights or --model")
     if args.dataset is None and args.segmenter is None:
         raise NdcoreError("give --dataset SPEC (images), --segmenter SPEC (a generator's own "
                           "samples), or both (--dataset images:DIR labelled by the segmenter)")
@@ -149,19 +157,103 @@ def cmd_dissect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one(values: List[str], flag: str) -> str:
+    if len(values) > 1:
+        raise NdcoreError(f"{flag} given {len(values)} times for one model")
+    return values[0]
+
+
+def _is_series(args: argparse.Namespace) -> bool:
+    """Several models or weights files, or a glob: a series (one run directory per member)."""
+    args.weights = expand_weights(args.weights or [])
+    return len(args.model) > 1 or len(args.weights) > 1 or getattr(args, "weights_glob", False)
+
+
+def expand_weights(values: List[str]) -> List[str]:
+    """``--weights`` values with globs expanded: each glob's files sorted by the training
+    iteration in their names (then by name); a glob that matches nothing is refused."""
+    import glob
+
+    from ..results.series import iteration_of
+
+    out: List[str] = []
+    for value in values:
+        if not glob.has_magic(value):
+            out.append(value)
+            continue
+        found = sorted((f for f in glob.glob(value) if not Path(f).is_dir()),
+                       key=lambda f: (iteration_of(f) is None, iteration_of(f) or 0, f))
+        if not found:
+            raise NdcoreError(f"--weights {value!r}: no file matches")
+        out += found
+    return out
+
+
+def _dissect_series(args: argparse.Namespace) -> int:
+    from ..api import run_series
+    from .tables import print_series
+
+    if args.dataset is None:
+        raise NdcoreError("a series dissects models on a probe dataset: give --dataset SPEC "
+                          "(a generator's own samples differ per generator; dissect each apart)")
+    if args.weights_sha256:
+        raise NdcoreError("--weights-sha256 checks one --weights file; a series takes none")
+    x = None
+    if args.x is not None:
+        try:
+            x = [float(v) for v in csv_list(args.x) or []]
+        except ValueError:
+            raise NdcoreError(f"--x {args.x!r}: expected numbers, e.g. 0,100,1000") from None
+    layers = args.layers[0] if len(args.layers) == 1 else [csv_list(l) or [] for l in args.layers]
+    series = run_series(args.model, layers, args.dataset, args.out, weights=args.weights, x=x,
+                        x_label=args.x_label, random_init=args.random_init,
+                        normalize=args.normalize, resize=parse_size(args.resize, "--resize"),
+                        quiet=args.quiet, segmenter=args.segmenter, options=_options(args))
+    if series is None:  # a torch.distributed rank other than 0
+        return 0
+    print_series(series)
+    if not args.no_report:
+        from ..report import write_report
+
+        for member, _ in series:
+            write_report(Path(args.out) / member.run, progress=not args.quiet)
+        console.print(f"reports: [bold]{Path(args.out)}/*/index.html[/bold]")
+    console.print(f"series written to [bold]{args.out}[/bold] ({len(series.results)} runs, "
+                  f"series.json; `ndcore compare {args.out}` draws it)")
+    return 0
+
+
+class _WeightsAction(argparse.Action):
+    """--weights, repeatable; remembers whether a value was a glob (a series even of one)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        import glob
+
+        items = list(getattr(namespace, self.dest, None) or [])
+        namespace.weights_glob = getattr(namespace, "weights_glob", False) or \
+            glob.has_magic(values)
+        setattr(namespace, self.dest, items + [values])
+
+
 def register(sub) -> None:
     p = sub.add_parser("dissect", help="dissect layers of a model on a probe dataset",
                        formatter_class=AdapterHelpFormatter)  # lists the installed adapters
-    add_adapter_option(p, "--model", "model", required=True,
+    add_adapter_option(p, "--model", "model", required=True, action="append",
                        help="model adapter spec NAME:TARGET (or DIST:NAME:TARGET when two "
-                            "plugins use NAME)")
-    p.add_argument("--weights", help="local state dict (.pth), or a checkpoint holding one under "
-                                     "state_dict / model / ...; 'module.' prefixes are stripped")
+                            "plugins use NAME); several: a series of models (one run each, "
+                            "one pass over the probe data)")
+    p.add_argument("--weights", action=_WeightsAction, default=[],
+                   help="local state dict (.pth), or a checkpoint holding one under "
+                        "state_dict / model / ...; 'module.' prefixes are stripped. Several, or "
+                        "a glob ('ckpt/*.pt'): a series, one run directory each under --out "
+                        "(named after the file) and --out/series.json")
     p.add_argument("--weights-sha256", metavar="HEX",
                    help="the --weights file's sha256, full or a prefix (8+ hex digits), checked "
                         "before loading; a name like resnet18-f37072fd.pth is checked always")
     p.add_argument("--random-init", action="store_true", help="allow random weights (no --weights)")
-    p.add_argument("--layers", required=True, help="comma-separated dotted module names")
+    p.add_argument("--layers", required=True, action="append",
+                   help="comma-separated dotted module names (a series: once for every model, "
+                        "or once per --model)")
     add_adapter_option(p, "--dataset", "dataset",
                        help="dataset adapter spec NAME:TARGET (or DIST:NAME:TARGET when two "
                             "plugins use NAME)")
@@ -176,6 +268,11 @@ def register(sub) -> None:
     g.add_argument("--latent-shape", metavar="N[,H,W]",
                    help="the generator's latent shape, e.g. 100,1,1 (default: the adapter's)")
     p.add_argument("--out", required=True, help="output directory")
+    s = p.add_argument_group("series (several --weights or --model)")
+    s.add_argument("--x", metavar="V1,V2,...",
+                   help="the members' values on the series' x-axis (default: the training "
+                        "iteration in the weights' file names, else their order)")
+    s.add_argument("--x-label", help="the x-axis' name (default: iteration, or order)")
     p.add_argument("--normalize", help="imagenet, netdissect, none, or R,G,B/R,G,B (0-255)")
     p.add_argument("--resize", help="resize images to N or HxW before the model")
     add_option_flags(p, ("thresholds", "layouts"))

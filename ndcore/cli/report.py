@@ -4,10 +4,12 @@ except to explain an image)."""
 from __future__ import annotations
 
 import argparse
+from typing import List, Optional
 
 from rich.table import Table
 
 from ..conventions import UNIONS
+from ..errors import NdcoreError
 from .args import csv_list
 from .console import console
 from .tables import dash, fdr_header, percent
@@ -25,21 +27,24 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from ..capture.rotation import parse_derived
-    from ..report.compare import compare_runs, rotation_chart_path
+    from ..figures.charts import x_text
+    from ..report.compare import compare_runs, rotation_chart_path, series_chart_path
 
     rows, svg = compare_runs(args.runs, out=args.out, cutoff=args.cutoff, union=args.union,
-                             fdr=args.fdr)
+                             fdr=args.fdr, x=_x_values(args.x), x_label=args.x_label)
     categories = list(rows[0]["categories"]) if rows else []
     # chance and confidence columns only where some run has them; '-' for a layer without
     extra = [k for k in ("detectors_fdr", "stable_labels")
              if any(r[k] is not None for r in rows)]
     headers = {"detectors_fdr": fdr_header(r["fdr"] for r in rows), "stable_labels": "stable"}
+    along_x = any(r["x"] is not None for r in rows)  # a series, or --x: an x column
     table = Table(title="Runs compared (category cells: detectors / unique detectors)")
-    for col in ("run", "layer", "units", "detectors", *[headers[k] for k in extra], "unique",
-                *categories):
+    for col in ("run", *(["x"] if along_x else []), "layer", "units", "detectors",
+                *[headers[k] for k in extra], "unique", *categories):
         table.add_column(col, justify="left" if col in ("run", "layer") else "right")
     for r in rows:
-        table.add_row(r["run"], r["layer"], str(r["units"]), str(r["detectors"]),
+        x_cell = [dash(None if r["x"] is None else x_text(r["x"]))] if along_x else []
+        table.add_row(r["run"], *x_cell, r["layer"], str(r["units"]), str(r["detectors"]),
                       *[_fdr_cell(r, rows) if k == "detectors_fdr" else dash(r[k])
                         for k in extra],
                       str(r["unique_detectors"]),
@@ -49,7 +54,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
     console.print(f"chart written to [bold]{svg}[/bold]")
     if any(parse_derived(r["layer"]) for r in rows):
         console.print(f"rotation chart written to [bold]{rotation_chart_path(svg)}[/bold]")
+    if along_x:
+        console.print(f"series chart written to [bold]{series_chart_path(svg)}[/bold]")
     return 0
+
+
+def _x_values(text: Optional[str]) -> Optional[List[float]]:
+    """``--x 0,100,1e3`` -> [0.0, 100.0, 1000.0]; None when not given."""
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in csv_list(text) or []]
+    except ValueError:
+        raise NdcoreError(f"--x {text!r}: expected numbers, one per run, e.g. 0,100,1000") from None
 
 
 def _fdr_cell(row: dict, rows: list) -> str:
@@ -94,12 +111,18 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_report)
 
     p = subparsers.add_parser("compare", help="compare runs: detectors per layer, side by side")
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR",
+                   help="run directories; a series directory (series.json) stands for its "
+                        "members, in order")
     p.add_argument("--out", help="SVG chart file (default compare.svg)")
     p.add_argument("--cutoff", type=float, help="relabel every run with this cut-off")
     p.add_argument("--union", choices=UNIONS, help="relabel every run")
     p.add_argument("--fdr", type=float, metavar="Q",
                    help="test every run's significant detectors at this false discovery rate")
+    p.add_argument("--x", metavar="V1,V2,...",
+                   help="x values, one per run (a series counts its members): draws the runs "
+                        "against them in a series chart (a series has its own)")
+    p.add_argument("--x-label", metavar="NAME", help="name of the x-axis (e.g. iteration)")
     p.set_defaults(func=cmd_compare)
 
     p = subparsers.add_parser("explain", help="segment one image with a layer's detector units")

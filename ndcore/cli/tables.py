@@ -96,3 +96,27 @@ def layer_notes(result) -> List[str]:
         if note and note not in notes:
             notes.append(note)
     return notes
+
+
+def print_series(series) -> None:
+    """A series' members side by side: per member and layer, units, detectors and unique
+    detectors (``ndcore compare DIR`` draws them against the x-axis)."""
+    pairs = list(series)
+    summaries = [(member, name, lr.summary()) for member, result in pairs
+                 for name, lr in result.layers.items()]
+    extra = statistics_columns([s for _, _, s in summaries])
+    headers = {"detectors_fdr": fdr_header(s.get("fdr") for _, _, s in summaries),
+               "stable_labels": "stable"}
+    table = Table(title=f"Series: {len(pairs)} models, one pass over the probe data",
+                  box=box.SIMPLE_HEAD)
+    widths = {"member": max(len(m.name) for m, _ in pairs),
+              "layer": max((len(name) for _, name, _ in summaries), default=5)}
+    for col in ("member", series.series.x_label, "layer", "units", "detectors",
+                *[headers[k] for k in extra], "unique detectors"):
+        # names are never cut short: the numbers' headers wrap instead
+        table.add_column(col, justify="left" if col in widths else "right",
+                         min_width=widths.get(col), no_wrap=col in widths)
+    for member, name, s in summaries:
+        table.add_row(member.name, f"{member.x:g}", name, str(s["units"]), str(s["detectors"]),
+                      *[dash(s.get(k)) for k in extra], str(s["unique_detectors"]))
+    console.print(table)

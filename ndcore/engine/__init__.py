@@ -12,13 +12,14 @@
     keptmaps     the maps pass 1 keeps for pass 2 (mapstore, labelstore: their files)
     checkpointer when to checkpoint and what;  checkpoint  atomic checkpoint files
     rundir       the output directory;  run  the whole run
+    series       several models' runs over one pass of the probe data
 """
 
 from typing import Any
 
 from .options import DissectOptions
 
-__all__ = ["Dissection", "DissectOptions"]
+__all__ = ["Dissection", "DissectOptions", "SeriesDissection"]
 
 
 def __getattr__(name: str) -> Any:
@@ -28,4 +29,8 @@ def __getattr__(name: str) -> Any:
         from .run import Dissection
 
         return Dissection
+    if name == "SeriesDissection":
+        from .series import SeriesDissection
+
+        return SeriesDissection
     raise AttributeError(f"module 'ndcore.engine' has no attribute {name!r}")

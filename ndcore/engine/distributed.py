@@ -12,12 +12,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional, TypeVar
 
 import torch
 import torch.distributed as dist
 
 from ..errors import NdcoreError
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -104,3 +106,13 @@ def from_env(device: str) -> tuple[Dist, torch.device]:
                                 timeout=timeout)
         owns = True
     return Dist(rank, world, local_rank, owns, dev if cuda else torch.device("cpu")), dev
+
+
+def run_in_group(device: str, body: Callable[[Dist, torch.device], T]) -> T:
+    """``body(dist, device)`` in the process group torchrun describes (or alone), which is left
+    when it returns or raises."""
+    group, dev = from_env(device)
+    try:
+        return body(group, dev)
+    finally:
+        group.close()

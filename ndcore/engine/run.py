@@ -16,7 +16,7 @@ import time
 import warnings
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -181,11 +181,7 @@ class Dissection:
 
     def run(self) -> Optional[DissectionResult]:
         """Run (or resume) the dissection; the result on rank 0, None on other ranks."""
-        dist, device = distributed.from_env(self.options.device)
-        try:
-            return self._run(dist, device)
-        finally:
-            dist.close()
+        return distributed.run_in_group(self.options.device, self._run)
 
     def _run(self, dist: distributed.Dist, device: torch.device) -> Optional[DissectionResult]:
         config = self.config()
@@ -198,14 +194,11 @@ class Dissection:
         finished = self._load_complete(run_dir, config) if run_dir and run_dir.complete else None
         if dist.broadcast(finished is not None):
             return finished
-        previous_s = float(resume.get("elapsed_s", 0.0)) if resume else 0.0
-        batch_size = dist.broadcast(int(resume["batch_size"]) if resume else
-                                    self.options.batch_size)
+        previous_s, batch_size, grid = resumed_grid(resume, dist, self.options.batch_size,
+                                                    len(self.source))
         started = time.time()
-        grid = BatchGrid(len(self.source), batch_size, dist.rank, dist.world)
         if resume is not None:
-            status.info("resuming from checkpoint: pass %d, %s/%s images", int(resume["phase"]),
-                        f"{grid.images_in(int(b) for b in resume['done']):,}", f"{grid.size:,}")
+            status.info("resuming from checkpoint: %s", resume_point(resume, grid))
         given = {k: v.to(device) for k, v in self._given_thresholds().items()}
         keeps_checkpoints = writer and self.options.checkpoint_every > 0
         with progress_bar(not self.quiet and dist.is_writer) as bar:
@@ -289,6 +282,22 @@ class Dissection:
         run_dir.write_config(config, complete=True)
         checkpoint.remove(self.out)
 
+
+
+def resumed_grid(resume: Optional[Dict], dist: distributed.Dist, batch_size: int,
+                 images: int) -> Tuple[float, int, BatchGrid]:
+    """Where a run goes on from its checkpoint ``resume`` (rank 0's; None: from the start): its
+    run time so far, its batch size (the checkpoint's: its batches are the grid's) and this
+    rank's batch grid."""
+    previous_s = float(resume.get("elapsed_s", 0.0)) if resume else 0.0
+    batch_size = dist.broadcast(int(resume["batch_size"]) if resume else batch_size)
+    return previous_s, batch_size, BatchGrid(images, batch_size, dist.rank, dist.world)
+
+
+def resume_point(resume: Dict, grid: BatchGrid) -> str:
+    """'pass 1, 768/3,000 images': how far the checkpoint got."""
+    done = grid.images_in(int(b) for b in resume["done"])
+    return f"pass {int(resume['phase'])}, {done:,}/{grid.size:,} images"
 
 
 def kept_images(topk: Dict[str, Dict]) -> Dict[int, np.ndarray]:

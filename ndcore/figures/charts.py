@@ -216,6 +216,130 @@ def rotation_curves(curves: Sequence[Tuple[str, Sequence[Tuple[float, int, Dict[
     return _svg(width, height, body, title)
 
 
+def evenly_spaced(values: Sequence[float]) -> bool:
+    """Whether x values (sorted, distinct) are better drawn at equal spacing than to scale: when
+    to scale the closest two would sit under a quarter of the mean gap apart, as a log-ish spread
+    of iterations does (0, 10, 100, 1000 would put 0 and 10 on top of each other)."""
+    if len(values) < 3:
+        return False
+    gaps = [b - a for a, b in zip(values, values[1:])]
+    return min(gaps) < (values[-1] - values[0]) / len(gaps) / 4
+
+
+def x_text(value: float) -> str:
+    """An x value in full: iteration 1500000, not 1.5e+06."""
+    return str(int(value)) if value == int(value) else f"{value:g}"
+
+
+def x_tick_label(value: float) -> str:
+    """A short tick label: 100 -> '100', 5000 -> '5k', 1024 -> '1024' (exact while short),
+    65536 -> '65.5k', 1500000 -> '1.5M', 0.5 -> '0.5'."""
+    if value == int(value) and abs(value) >= 1000:
+        for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+            if abs(value) >= scale:
+                short = f"{value / scale:.3g}{suffix}"
+                exact = float(f"{value / scale:.3g}") * scale == value
+                return short if exact or abs(value) >= 10_000 else x_text(value)
+    return x_text(value)
+
+
+def series_panels(members: Sequence[Tuple[str, float, Dict[str, Dict[str, int]]]],
+                  categories: Sequence[str], x_label: str,
+                  title: str = "") -> Markup:
+    """The paper's figure of unique detectors per category against training iteration: one
+    panel per layer, one line per category (the category colours) over the members that have
+    the layer, ticks at the members' x values. ``members``: (name, x,
+    {layer: {category: unique detectors}}). A log-ish spread of x values is drawn evenly spaced
+    (:func:`evenly_spaced`), which the axis title says. Empty Markup when no member has a layer.
+    """
+    members = [m for m in members if m[2]]
+    if not members:
+        return Markup("")
+    title = title or f"unique detectors per category against {x_label}"
+    colors = category_colors(categories)
+    layers: List[str] = []
+    for _, _, per_layer in members:  # layers in first-seen order: members may differ
+        layers += [layer for layer in per_layer if layer not in layers]
+    values = sorted({x for _, x, _ in members})
+    even = evenly_spaced(values)
+
+    def at(x: float) -> float:  # the place of x along a panel, 0..1
+        if len(values) == 1:
+            return 0.5
+        if even:
+            return values.index(x) / (len(values) - 1)
+        return (x - values[0]) / (values[-1] - values[0])
+
+    axis_title = f"{x_label} (evenly spaced, not to scale)" if even else x_label
+    panel_w, panel_h, left, top, gap, legend_w, cols = 260, 170, 40, 44, 36, 110, 3
+    ticks = _spaced_ticks([(at(v), x_tick_label(v)) for v in values], panel_w)
+    members = sorted(members, key=lambda m: m[1])  # lines run left to right
+    cols = min(cols, len(layers))
+    rows = -(-len(layers) // cols)
+    row_h = panel_h + 78  # the panel, its ticks, its axis title and the next panel's caption
+    width = left + cols * (panel_w + gap) + legend_w
+    height = top + rows * row_h - 30
+    body = [f'<rect width="{width:.0f}" height="{height:.0f}" fill="#fff"/>',
+            f'<text x="{left}" y="14" {FONT} font-weight="bold">{escape(title)}</text>']
+    for k, layer in enumerate(layers):
+        x0, y0 = left + (k % cols) * (panel_w + gap), top + (k // cols) * row_h
+        points = [(name, x, per_layer[layer]) for name, x, per_layer in members
+                  if layer in per_layer]
+        vmax = _nice_max(max([n for _, _, per in points for n in per.values()] + [1]))
+        body.append(f'<g class="panel" data-layer="{escape(layer)}">')
+        body += _y_axis(x0, y0, panel_h, vmax, x0 + panel_w + 10)
+        body.append(f'<text x="{x0 + panel_w / 2:.1f}" y="{y0 - 10}" text-anchor="middle" '
+                    f'{FONT} font-weight="bold">{escape(layer)}</text>')
+        base = y0 + panel_h
+        for t, label in ticks:
+            x = x0 + panel_w * t
+            body.append(f'<line x1="{x:.1f}" y1="{base}" x2="{x:.1f}" y2="{base + 4}" '
+                        f'stroke="#888"/>')
+            if label:
+                body.append(f'<text x="{x:.1f}" y="{base + 15}" text-anchor="middle" '
+                            f'{FONT}>{escape(label)}</text>')
+        body.append(f'<text x="{x0 + panel_w / 2:.1f}" y="{base + 31}" text-anchor="middle" '
+                    f'{FONT}>{escape(axis_title)}</text>')
+        for cat in categories:
+            xy = [(x0 + panel_w * at(x), base - panel_h * per.get(cat, 0) / vmax)
+                  for _, x, per in points]
+            path = " ".join(f"{px:.1f},{py:.1f}" for px, py in xy)
+            body.append(f'<polyline points="{path}" fill="none" stroke="{colors[cat]}" '
+                        f'stroke-width="2"><title>{escape(layer)}: unique {escape(cat)} '
+                        f'detectors</title></polyline>')
+            for (px, py), (name, x, per) in zip(xy, points):
+                body.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="2.5" fill="{colors[cat]}">'
+                            f'<title>{escape(name)} ({escape(x_label)} {x_text(x)}), '
+                            f'{escape(layer)}: {per.get(cat, 0)} unique {escape(cat)} '
+                            f'detectors</title></circle>')
+        body.append("</g>")
+    lx, ly = width - legend_w + 10, top
+    for cat in categories:
+        body.append(f'<rect x="{lx:.1f}" y="{ly}" width="12" height="3" fill="{colors[cat]}"/>'
+                    f'<text x="{lx + 17:.1f}" y="{ly + 5}" {FONT}>{escape(cat)}</text>')
+        ly += 16
+    return _svg(width, height, body, title)
+
+
+def _spaced_ticks(ticks: Sequence[Tuple[float, str]], span: float) -> List[Tuple[float, str]]:
+    """Tick labels that do not overlap along ``span`` pixels: the first and the last always,
+    those between where they fit (the others keep their tick mark, with an empty label)."""
+    def edges(t: float, label: str) -> Tuple[float, float]:
+        half = 3.3 * len(label) + 3  # about half the label's width at font-size 11
+        return span * t - half, span * t + half
+
+    shown: List[int] = []
+    for i, (t, label) in enumerate(ticks):
+        if not shown or edges(t, label)[0] >= edges(*ticks[shown[-1]])[1]:
+            shown.append(i)
+    last = len(ticks) - 1
+    if shown[-1] != last:  # make room for the last label, dropping the ones before it
+        while len(shown) > 1 and edges(*ticks[last])[0] < edges(*ticks[shown[-1]])[1]:
+            shown.pop()
+        shown.append(last)
+    return [(t, label if i in shown else "") for i, (t, label) in enumerate(ticks)]
+
+
 def iou_curve(edges, ious, label: str, width: int = 190, height: int = 86) -> Markup:
     """IoU against the threshold (a unit, one concept), with the best threshold marked."""
     import numpy as np
