@@ -9,7 +9,7 @@ export CUDA_HOME
 NDCORE_FORCE_CUDA ?= $(if $(CUDA_HOME),1,)
 export NDCORE_FORCE_CUDA
 
-.PHONY: setup demo test test-fast browser bench clean
+.PHONY: setup demo test test-fast browser bench paper clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,11 @@ test-fast: setup
 bench: setup
 	$(PY) benchmarks/bench_tally.py --quick
 	$(PY) benchmarks/bench_dissect.py --quick
+
+# The paper's findings on the synthetic world: trains small CNNs, dissects them as series and
+# writes docs/paper-findings.md (examples/paper-findings; about 16 min on 2 shared CPU cores).
+paper: setup
+	$(PY) examples/paper-findings/study.py --out build/paper-findings
 
 clean:
 	rm -rf build $(VENV) ndcore/_C*.so *.egg-info
