@@ -243,6 +243,36 @@ def test_complete_members_are_read_back(world, tmp_path, capsys):
     assert_same_results(references[checkpoints[2].stem], out / checkpoints[2].stem)
 
 
+def test_series_killed_while_writing_its_members_resumes(world, tmp_path, capsys, monkeypatch):
+    """Killed after writing one member at the end: the rerun resumes the series' checkpoint
+    (made for all three) rather than starting the two others over."""
+    from ndcore.engine.run import Dissection
+
+    root, data, model, checkpoints, references = world
+    out = tmp_path / "series"
+    args = dissect_args(model, data, out, "--weights", str(root / "ckpt" / "*.pt"))
+    write, written = Dissection._write, []
+
+    def dies_after_one(self, *a, **k):
+        if written:
+            raise KeyboardInterrupt  # as a kill between two members' files
+        written.append(self.out)
+        return write(self, *a, **k)
+
+    monkeypatch.setattr(Dissection, "_write", dies_after_one)
+    assert run(args, capsys).returncode != 0
+    assert written == [out / checkpoints[0].stem]  # the premise: one member written
+    assert json.loads((out / checkpoints[0].stem / "config.json").read_text())["complete"]
+    monkeypatch.setattr(Dissection, "_write", write)
+    again = run(args, capsys)
+    assert again.returncode == 0, again.stdout
+    told = again.stdout + again.stderr
+    assert "resuming the series from its checkpoint: pass 2" in told, told
+    for path in checkpoints:
+        assert_same_results(references[path.stem], out / path.stem)
+    assert not (out / ".series").exists()
+
+
 @pytest.mark.slow
 def test_series_under_torchrun_equals_one_process(world, tmp_path):
     root, data, model, checkpoints, references = world

@@ -37,6 +37,7 @@ import torch
 
 from ..data.probe import ProbeBatch
 from ..errors import NdcoreError
+from ..files import replace_atomically
 from ..progress import progress_bar
 from ..results import DissectionResult
 from ..results.series import Series, SeriesMember
@@ -50,6 +51,7 @@ from .stage import RotatingStage, Stage
 # The series' own run folder (checkpoints); a member's name never starts with a dot.
 STATE_DIR = ".series"
 SEPARATOR = "/"  # MEMBER/LAYER: a member's layer among the series' layers
+MEMBERS_FILE = "members.json"  # in STATE_DIR: the members its checkpoint is made for
 
 
 @dataclass
@@ -133,8 +135,10 @@ class SeriesDissection:
                     if result is not None:
                         finished[i] = result
             self._write_summary(finished)
-        done = dist.broadcast(sorted(finished))
-        pending = [i for i in range(len(self.members)) if i not in done]
+        pending = [i for i in range(len(self.members)) if i not in finished]
+        if dist.is_writer:
+            pending = self._with_checkpoint_members(pending, finished, configs)
+        pending = dist.broadcast(pending)
         computed: Dict[int, DissectionResult] = {}
         if pending:
             computed = self._run_members(pending, [configs[i] for i in pending], dist, device)
@@ -145,6 +149,30 @@ class SeriesDissection:
         results = {**finished, **computed}
         self._write_summary(results)
         return SeriesResult(self.summary, [results[i] for i in range(len(self.members))])
+
+    def _with_checkpoint_members(self, pending: List[int], finished: Dict[int, DissectionResult],
+                                 configs: List[Dict]) -> List[int]:
+        """``pending``, plus the finished members that the series' checkpoint was made with: a
+        series killed while it wrote its members at the end has written some of them, and its
+        checkpoint serves only the members it was made for (those are run again, and write
+        the same files)."""
+        if not pending:  # every member was written: what the series left is of no use
+            shutil.rmtree(self.out / STATE_DIR, ignore_errors=True)
+            return pending
+        try:
+            made_for = json.loads((self.out / STATE_DIR / MEMBERS_FILE).read_text())
+            index = {m.name: i for i, m in enumerate(self.summary.members)}
+            members = [index[name] for name in made_for["names"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            return pending
+        if not set(pending) <= set(members) or \
+                not all(i in finished or i in pending for i in members) or \
+                _fingerprint([self.summary.members[i].name for i in members],
+                             [configs[i] for i in members]) != made_for["fingerprint"]:
+            return pending
+        for i in members:
+            finished.pop(i, None)
+        return members
 
     def _write_summary(self, complete: Dict[int, DissectionResult]) -> None:
         for i, member in enumerate(self.summary.members):
@@ -158,9 +186,13 @@ class SeriesDissection:
         members = [self.members[i] for i in pending]
         names = [self.summary.members[i].name for i in pending]
         state_dir = self.out / STATE_DIR
-        fingerprint = hashlib.sha256(json.dumps(
-            [[n, fingerprint_hash(c)] for n, c in zip(names, configs)]).encode()).hexdigest()
-        resume = self._resume_state(state_dir, fingerprint) if dist.is_writer else None
+        fingerprint = _fingerprint(names, configs)
+        resume = None
+        if dist.is_writer:
+            resume = self._resume_state(state_dir, fingerprint)
+            body = json.dumps({"names": names, "fingerprint": fingerprint})
+            state_dir.mkdir(parents=True, exist_ok=True)
+            replace_atomically(state_dir / MEMBERS_FILE, lambda tmp: tmp.write_text(body))
         previous_s, batch_size, grid = resumed_grid(resume, dist, self.options.batch_size,
                                                     len(self.source))
         started = time.time()
@@ -220,6 +252,12 @@ class SeriesDissection:
                         "again", self.out)
         checkpoint.remove(state_dir)
         return None
+
+
+def _fingerprint(names: List[str], configs: List[Dict]) -> str:
+    """What the series' checkpoint is made for: its members, in order, and their runs."""
+    return hashlib.sha256(json.dumps(
+        [[n, fingerprint_hash(c)] for n, c in zip(names, configs)]).encode()).hexdigest()
 
 
 def _member_results(results: PassResults, name: str) -> PassResults:
