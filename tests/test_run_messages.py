@@ -232,3 +232,19 @@ def test_loader_workers_leave_ctrl_c_to_the_main_process(workspace, tmp_path):
     assert proc.returncode == 0, stdout + stderr
     assert "Traceback" not in stderr
     assert json.loads((out / "config.json").read_text())["complete"] is True
+
+
+def test_loader_workers_drop_the_connections_a_ctrl_c_breaks():
+    """A Ctrl-C may end the main process while it fetches a batch's shared memory from a
+    worker, whose resource-sharer thread then reports the broken connection through
+    sys.excepthook: a worker drops those, and reports anything else."""
+    code = ("import sys\n"
+            "from ndcore.engine.stream import _ignore_interrupts\n"
+            "_ignore_interrupts(0)\n"
+            "for e in (ConnectionResetError('reset'), EOFError('eof'), ValueError('kept')):\n"
+            "    sys.excepthook(type(e), e, None)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "ValueError: kept" in done.stderr
+    assert "reset" not in done.stderr and "eof" not in done.stderr

@@ -133,6 +133,9 @@ def _main(argv: Optional[List[str]]) -> int:
     args = parser.parse_args(argv)
     _setup_logging(args.log_file)
     warnings.simplefilter("default")
+    # ...but not the unclosed sockets and files a Ctrl-C leaves to the garbage collector (the
+    # loader workers' connections): a user who pressed Ctrl-C sees "interrupted" alone
+    warnings.simplefilter("ignore", ResourceWarning)
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
@@ -112,6 +113,19 @@ def _ignore_interrupts(worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(signal, "pthread_sigmask"):  # born with it blocked (below); ignored from now
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    sys.excepthook = _quiet_when_main_process_leaves(sys.excepthook)
+
+
+def _quiet_when_main_process_leaves(hook):
+    """A worker's ``sys.excepthook`` that drops lost connections. Only multiprocessing's
+    resource sharer (the thread that hands a batch's shared memory to the main process)
+    reaches it with one; its peer is the main process, which closes the connection
+    mid-handshake when a Ctrl-C ends it. The traceback would follow "interrupted"."""
+    def excepthook(kind, value, traceback) -> None:
+        if not issubclass(kind, (ConnectionError, EOFError)):
+            hook(kind, value, traceback)
+
+    return excepthook
 
 
 @contextlib.contextmanager
