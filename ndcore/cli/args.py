@@ -34,3 +34,13 @@ def parse_ints(value: Optional[str], option: str) -> Optional[List[int]]:
         return [int(v) for v in csv_list(value) or []]
     except ValueError:
         raise NdcoreError(f"{option} {value!r}: expected comma-separated integers") from None
+
+
+def parse_floats(value: Optional[str], option: str, example: str) -> Optional[List[float]]:
+    """'0,0.5,1e3' -> [0.0, 0.5, 1000.0]; None -> None; ``example`` shows the form."""
+    if value is None:
+        return None
+    try:
+        return [float(v) for v in csv_list(value) or []]
+    except ValueError:
+        raise NdcoreError(f"{option} {value!r}: expected numbers, e.g. {example}") from None

@@ -10,7 +10,7 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 from ..engine.options import DissectOptions, Flag
 from ..errors import NdcoreError
 from .adapter_help import AdapterHelpFormatter, add_adapter_option
-from .args import csv_list, parse_ints, parse_size
+from .args import csv_list, parse_floats, parse_ints, parse_size
 from .console import console
 
 
@@ -33,14 +33,7 @@ def _parse_layouts(values: List[str]) -> Dict[str, str]:
 def _parse_alphas(value: Any) -> Tuple[float, ...]:
     if not isinstance(value, str):  # not given: the options' default
         return tuple(value)
-    out = []
-    for text in csv_list(value) or []:
-        try:
-            out.append(float(text))
-        except ValueError:
-            raise NdcoreError(f"--rotate-alpha {value!r}: expected numbers, e.g. "
-                              "0,0.25,0.5,0.75,1") from None
-    return tuple(out)
+    return tuple(parse_floats(value, "--rotate-alpha", "0,0.25,0.5,0.75,1"))
 
 
 # How the command line's text becomes the value of the options that are not one number or word.
@@ -108,7 +101,9 @@ def _options(args: argparse.Namespace) -> DissectOptions:
 def cmd_dissect(args: argparse.Namespace) -> int:
     from .tables import print_summary
 
-    if _is_series(args):
+    series = _is_series(args)
+    args.weights = expand_weights(args.weights)
+    if series:
         return _dissect_series(args)
     args.model, args.layers = args.model[0], _one(args.layers, "--layers")
     args.weights = _one(args.weights, "--weights") if args.weights else None
@@ -164,9 +159,12 @@ def _one(values: List[str], flag: str) -> str:
 
 
 def _is_series(args: argparse.Namespace) -> bool:
-    """Several models or weights files, or a glob: a series (one run directory per member)."""
-    args.weights = expand_weights(args.weights or [])
-    return len(args.model) > 1 or len(args.weights) > 1 or getattr(args, "weights_glob", False)
+    """Several models or weights files, or a glob (even of one file): a series (one run
+    directory per member)."""
+    import glob
+
+    return len(args.model) > 1 or len(args.weights) > 1 or \
+        any(glob.has_magic(w) for w in args.weights)
 
 
 def expand_weights(values: List[str]) -> List[str]:
@@ -198,12 +196,7 @@ def _dissect_series(args: argparse.Namespace) -> int:
                           "(a generator's own samples differ per generator; dissect each apart)")
     if args.weights_sha256:
         raise NdcoreError("--weights-sha256 checks one --weights file; a series takes none")
-    x = None
-    if args.x is not None:
-        try:
-            x = [float(v) for v in csv_list(args.x) or []]
-        except ValueError:
-            raise NdcoreError(f"--x {args.x!r}: expected numbers, e.g. 0,100,1000") from None
+    x = parse_floats(args.x, "--x", "0,100,1000")
     layers = args.layers[0] if len(args.layers) == 1 else [csv_list(l) or [] for l in args.layers]
     series = run_series(args.model, layers, args.dataset, args.out, weights=args.weights, x=x,
                         x_label=args.x_label, random_init=args.random_init,
@@ -223,18 +216,6 @@ def _dissect_series(args: argparse.Namespace) -> int:
     return 0
 
 
-class _WeightsAction(argparse.Action):
-    """--weights, repeatable; remembers whether a value was a glob (a series even of one)."""
-
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
-        import glob
-
-        items = list(getattr(namespace, self.dest, None) or [])
-        namespace.weights_glob = getattr(namespace, "weights_glob", False) or \
-            glob.has_magic(values)
-        setattr(namespace, self.dest, items + [values])
-
-
 def register(sub) -> None:
     p = sub.add_parser("dissect", help="dissect layers of a model on a probe dataset",
                        formatter_class=AdapterHelpFormatter)  # lists the installed adapters
@@ -242,7 +223,7 @@ def register(sub) -> None:
                        help="model adapter spec NAME:TARGET (or DIST:NAME:TARGET when two "
                             "plugins use NAME); several: a series of models (one run each, "
                             "one pass over the probe data)")
-    p.add_argument("--weights", action=_WeightsAction, default=[],
+    p.add_argument("--weights", action="append", default=[],
                    help="local state dict (.pth), or a checkpoint holding one under "
                         "state_dict / model / ...; 'module.' prefixes are stripped. Several, or "
                         "a glob ('ckpt/*.pt'): a series, one run directory each under --out "

@@ -4,15 +4,13 @@ except to explain an image)."""
 from __future__ import annotations
 
 import argparse
-from typing import List, Optional
 
 from rich.table import Table
 
 from ..conventions import UNIONS
-from ..errors import NdcoreError
-from .args import csv_list
+from .args import csv_list, parse_floats
 from .console import console
-from .tables import dash, fdr_header, percent
+from .tables import dash, percent, statistics_headers
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -31,12 +29,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from ..report.compare import compare_runs, rotation_chart_path, series_chart_path
 
     rows, svg = compare_runs(args.runs, out=args.out, cutoff=args.cutoff, union=args.union,
-                             fdr=args.fdr, x=_x_values(args.x), x_label=args.x_label)
+                             fdr=args.fdr, x=parse_floats(args.x, "--x", "0,100,1000 (one per run)"), x_label=args.x_label)
     categories = list(rows[0]["categories"]) if rows else []
     # chance and confidence columns only where some run has them; '-' for a layer without
     extra = [k for k in ("detectors_fdr", "stable_labels")
              if any(r[k] is not None for r in rows)]
-    headers = {"detectors_fdr": fdr_header(r["fdr"] for r in rows), "stable_labels": "stable"}
+    headers = statistics_headers(r["fdr"] for r in rows)
     along_x = any(r["x"] is not None for r in rows)  # a series, or --x: an x column
     table = Table(title="Runs compared (category cells: detectors / unique detectors)")
     for col in ("run", *(["x"] if along_x else []), "layer", "units", "detectors",
@@ -57,16 +55,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if along_x:
         console.print(f"series chart written to [bold]{series_chart_path(svg)}[/bold]")
     return 0
-
-
-def _x_values(text: Optional[str]) -> Optional[List[float]]:
-    """``--x 0,100,1e3`` -> [0.0, 100.0, 1000.0]; None when not given."""
-    if text is None:
-        return None
-    try:
-        return [float(v) for v in csv_list(text) or []]
-    except ValueError:
-        raise NdcoreError(f"--x {text!r}: expected numbers, one per run, e.g. 0,100,1000") from None
 
 
 def _fdr_cell(row: dict, rows: list) -> str:

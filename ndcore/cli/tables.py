@@ -29,6 +29,11 @@ def dash(value) -> str:
     return "-" if value is None else str(value)
 
 
+def statistics_headers(fdrs: Iterable[Optional[float]]) -> Dict[str, str]:
+    """The chance and confidence columns' headers, by summary key."""
+    return {"detectors_fdr": fdr_header(fdrs), "stable_labels": "stable"}
+
+
 def statistics_columns(summaries: List[Dict]) -> List[str]:
     """The summary keys of chance and confidence that any of ``summaries`` has: a run without
     them prints the table it always did."""
@@ -39,8 +44,7 @@ def print_summary(result, top: int = 2) -> None:
     cats = result.vocabulary.categories
     summaries = {name: lr.summary() for name, lr in result.layers.items()}
     extra = statistics_columns(list(summaries.values()))
-    headers = {"detectors_fdr": fdr_header(s.get("fdr") for s in summaries.values()),
-               "stable_labels": "stable"}
+    headers = statistics_headers(s.get("fdr") for s in summaries.values())
     overall = Table(title="Interpretability per layer", box=box.SIMPLE_HEAD)
     per_cat = Table(title="Detectors / unique detectors per category", box=box.SIMPLE_HEAD)
     for col in ("layer", "units", "detectors", *[headers[k] for k in extra], "unique detectors"):
@@ -105,8 +109,7 @@ def print_series(series) -> None:
     summaries = [(member, name, lr.summary()) for member, result in pairs
                  for name, lr in result.layers.items()]
     extra = statistics_columns([s for _, _, s in summaries])
-    headers = {"detectors_fdr": fdr_header(s.get("fdr") for _, _, s in summaries),
-               "stable_labels": "stable"}
+    headers = statistics_headers(s.get("fdr") for _, _, s in summaries)
     table = Table(title=f"Series: {len(pairs)} models, one pass over the probe data",
                   box=box.SIMPLE_HEAD)
     widths = {"member": max(len(m.name) for m, _ in pairs),

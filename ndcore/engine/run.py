@@ -173,6 +173,13 @@ class Dissection:
             images=len(self.source), quantile=self.options.quantile)
         return DatasetStage(self._runner)
 
+    def rotating_stage(self, device: torch.device) -> Stage:
+        """The run's stage, which also makes the derived layers of ``--rotate``."""
+        stage = self._stage(device)
+        if self.derived:
+            stage = RotatingStage(stage, self.derived, self.options.rotate_seed)
+        return stage
+
     def _stream(self, grid: BatchGrid, device: torch.device):
         return ProbeStream(self.source, self.labelspace, grid, device, self.options.workers,
                            self.item_check)
@@ -202,9 +209,7 @@ class Dissection:
         given = {k: v.to(device) for k, v in self._given_thresholds().items()}
         keeps_checkpoints = writer and self.options.checkpoint_every > 0
         with progress_bar(not self.quiet and dist.is_writer) as bar:
-            stage = self._stage(device)
-            if self.derived:
-                stage = RotatingStage(stage, self.derived, self.options.rotate_seed)
+            stage = self.rotating_stage(device)
             passes = Passes(
                 stage=stage, stream=self._stream(grid, device),
                 layers=self.layers, given=given, options=self.options,
@@ -215,12 +220,8 @@ class Dissection:
             results = passes.run(resume)
         if results is None:
             return None
-        config["run"] = {"elapsed_s": round(previous_s + time.time() - started, 3),
-                         "resumed": resume is not None, "world_size": dist.world,
-                         "batch_size": batch_size, "second_pass": results.second_pass,
-                         "map_cache": results.map_store,
-                         "checkpoints": {"count": results.checkpoints["count"],
-                                         "seconds": round(results.checkpoints["seconds"], 4)}}
+        config["run"] = run_record(previous_s + time.time() - started, resume is not None,
+                                   dist.world, batch_size, results)
         config["layer_caveats"] = self.layer_caveats(results)
         result = self._result(results, config)
         if run_dir is not None:
@@ -282,6 +283,16 @@ class Dissection:
         run_dir.write_config(config, complete=True)
         checkpoint.remove(self.out)
 
+
+
+def run_record(elapsed_s: float, resumed: bool, world: int, batch_size: int,
+               results: PassResults) -> Dict:
+    """config.json's ``run``: how the run went (time across resumes, processes, pass 2)."""
+    return {"elapsed_s": round(elapsed_s, 3), "resumed": resumed, "world_size": world,
+            "batch_size": batch_size, "second_pass": results.second_pass,
+            "map_cache": results.map_store,
+            "checkpoints": {"count": results.checkpoints["count"],
+                            "seconds": round(results.checkpoints["seconds"], 4)}}
 
 
 def resumed_grid(resume: Optional[Dict], dist: distributed.Dist, batch_size: int,

@@ -44,9 +44,10 @@ from ..results.series import Series, SeriesMember
 from . import checkpoint, distributed
 from .passes import Passes, PassResults
 from .rundir import RunDirectory, fingerprint_hash
-from .run import Dissection, _Progress, resume_point, resumed_grid, status
+from .run import (Dissection, _Progress, resume_point, resumed_grid, run_record,
+                  status)
 from .scratch import remove_stale
-from .stage import RotatingStage, Stage
+from .stage import Stage
 
 # The series' own run folder (checkpoints); a member's name never starts with a dot.
 STATE_DIR = ".series"
@@ -202,12 +203,7 @@ class SeriesDissection:
         keeps_checkpoints = dist.is_writer and self.options.checkpoint_every > 0
         layers = [f"{n}{SEPARATOR}{l}" for n, m in zip(names, members) for l in m.layers]
         with progress_bar(not self.quiet and dist.is_writer) as bar:
-            stages: Dict[str, Stage] = {}
-            for name, member in zip(names, members):
-                stage = member._stage(device)
-                if member.derived:
-                    stage = RotatingStage(stage, member.derived, self.options.rotate_seed)
-                stages[name] = stage
+            stages = {name: m.rotating_stage(device) for name, m in zip(names, members)}
             passes = Passes(
                 stage=SeriesStage(stages), stream=members[0]._stream(grid, device),
                 layers=layers, given={}, options=self.options,
@@ -217,19 +213,14 @@ class SeriesDissection:
             results = passes.run(resume)
         if results is None:
             return None
-        elapsed = round(previous_s + time.time() - started, 3)
+        elapsed = previous_s + time.time() - started
         out: Dict[int, DissectionResult] = {}
         for i, name, member, config in zip(pending, names, members, configs):
             part = _member_results(results, name)
-            config["run"] = {"elapsed_s": elapsed, "resumed": resume is not None,
-                             "world_size": dist.world, "batch_size": batch_size,
-                             "second_pass": part.second_pass, "map_cache": part.map_store,
-                             "checkpoints": {"count": results.checkpoints["count"],
-                                             "seconds": round(results.checkpoints["seconds"],
-                                                              4)},
-                             # the run was one of a series' members: its time is the series'
-                             "series": {"directory": str(self.out.resolve()),
-                                        "members": len(members)}}
+            config["run"] = run_record(elapsed, resume is not None, dist.world, batch_size, part)
+            # the run was one of a series' members: its time and kept maps are the series'
+            config["run"]["series"] = {"directory": str(self.out.resolve()),
+                                       "members": len(members)}
             config["layer_caveats"] = member.layer_caveats(part)
             result = member._result(part, config)
             member._write(result, part, RunDirectory(member.out), config)

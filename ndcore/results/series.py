@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -61,7 +61,6 @@ class Series:
     members: List[SeriesMember]
     x_label: str = "order"
     complete: bool = False
-    extra: Dict[str, Any] = field(default_factory=dict)
 
     def run_dirs(self) -> List[Path]:
         return [self.directory / m.run for m in self.members]
@@ -72,8 +71,7 @@ class Series:
     def to_json(self) -> Dict[str, Any]:
         members = [dict(asdict(m), run=m.run) for m in self.members]
         return {"kind": KIND, "version": VERSION, "ndcore_version": __version__,
-                "x_label": self.x_label, "complete": self.complete, "members": members,
-                **self.extra}
+                "x_label": self.x_label, "complete": self.complete, "members": members}
 
     def write(self) -> None:
         """``series.json``, replaced atomically."""
@@ -109,10 +107,8 @@ def read_series(directory: Path) -> Series:
                    for m in data["members"]]
     except (KeyError, TypeError, ValueError) as e:
         raise OutputError(f"{path}: a member is malformed ({e})") from None
-    known = {"kind", "version", "ndcore_version", "x_label", "complete", "members"}
     return Series(Path(directory), members, str(data.get("x_label", "order")),
-                  bool(data.get("complete", False)),
-                  {k: v for k, v in data.items() if k not in known})
+                  bool(data.get("complete", False)))
 
 
 # -- names and the x-axis ------------------------------------------------------------------
