@@ -172,6 +172,9 @@ def test_x_given_overrides_the_series_and_draws_to_scale(runs, tmp_path):
     # plain runs get an x-axis from --x alone
     rows, out = compare_runs([plain, plain], out=tmp_path / "p.svg", x=[1, 2])
     assert [r["x"] for r in rows] == [1.0, 2.0] and series_chart_path(out).is_file()
+    # the same chart path compared again without an x-axis: the series chart goes with it
+    compare_runs([plain, plain], out=out)
+    assert out.is_file() and not series_chart_path(out).exists()
     with pytest.raises(NdcoreError, match="--x: 4 values for 5 runs"):
         compare_runs([plain, series], out=tmp_path / "q.svg", x=[1, 2, 3, 4])
 

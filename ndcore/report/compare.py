@@ -162,6 +162,12 @@ def compare_runs(run_dirs: Sequence, out=None, *, cutoff: Optional[float] = None
             text = charts.standalone(chart)
             replace_atomically(path, lambda tmp, t=text: tmp.write_text(t, encoding="utf-8"),
                                durable=False)
+        # a companion chart this comparison does not draw belongs to an earlier one: remove it
+        # so that the charts beside ``out`` all describe the same runs
+        written = {p for p, _ in charts_out}
+        for path in (rotation_chart_path(out), series_chart_path(out)):
+            if path not in written:
+                path.unlink(missing_ok=True)
     except OSError as e:
         raise NdcoreError(f"{path}: cannot write the chart ({e.strerror or e})") from None
     return rows, out
