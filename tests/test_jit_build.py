@@ -42,7 +42,9 @@ print("prebuilt imported:", "ndcore._C" in sys.modules)
 def _unavailable(why: str) -> None:
     """Skip where the toolchain or a built clone is missing; under `make test`
     (NDCORE_REQUIRE_EXTENSION=1), which has both, fail: a skip there would hide a failure."""
-    if os.environ.get("NDCORE_REQUIRE_EXTENSION", "") not in ("", "0"):
+    from ndcore.errors import env_flag
+
+    if env_flag("NDCORE_REQUIRE_EXTENSION"):
         pytest.fail(f"{why}, but `make test` provides it")
     pytest.skip(why)
 

@@ -301,6 +301,8 @@ def test_x_values_given(world, tmp_path, capsys):
 @pytest.mark.parametrize("extra,message", [
     (["--weights", "{ckpt}/step_0000.pt", "--weights", "{ckpt}/step_0030.pt", "--x", "1"],
      "--x: 1 values for 2 members"),
+    (["--weights", "{ckpt}/step_0000.pt", "--weights", "{ckpt}/step_0030.pt", "--x", "0,nan"],
+     "--x nan: x values must be finite"),
     (["--weights", "{ckpt}/nothing_*.pt"], "no file matches"),
     (["--weights", "{ckpt}/step_0000.pt", "--weights", "{ckpt}/step_0000.pt"], "given twice"),
     (["--weights", "{ckpt}/step_*.pt", "--weights-sha256", "abcdef12"], "--weights-sha256"),

@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from ndcore.api import run_series
 from ndcore.files import replace_atomically
+from ndcore.models import sha256_of
 from ndcore.results import DissectionResult
 from ndcore.results.series import Series, is_series, read_series
 
@@ -32,14 +33,10 @@ class Member:
     weights: Path
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def series_key(members: Sequence[Member], layers: Sequence[str], dataset: str,
                x: Optional[Sequence[float]], x_label: Optional[str],
                options: Dict[str, Any]) -> str:
-    body = {"members": [[m.model, Path(m.weights).name, _sha256(m.weights)] for m in members],
+    body = {"members": [[m.model, Path(m.weights).name, sha256_of(m.weights)] for m in members],
             "layers": list(layers), "dataset": dataset, "x": list(x) if x else None,
             "x_label": x_label, "options": options}
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()

@@ -3,7 +3,6 @@ for a series (checkpoints of a training), a chart of them against its x-axis."""
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from ..errors import NdcoreError, OutputError
 from ..files import replace_atomically
 from ..results import DissectionResult
-from ..results.series import is_series, read_series
+from ..results.series import finite_x, is_series, read_series
 from ..figures import charts
 from .common import check_cutoff, check_fdr, rotation_curves
 
@@ -68,10 +67,7 @@ def expand_runs(paths: Sequence, x: Optional[Sequence[float]] = None,
         if len(x) != len(dirs):
             raise NdcoreError(f"--x: {len(x)} values for {len(dirs)} runs (a series counts "
                               "its members); give one value per run, in order")
-        bad = [v for v in x if not math.isfinite(float(v))]
-        if bad:
-            raise NdcoreError(f"--x {bad[0]}: x values must be finite numbers")
-        return RunList(dirs, [float(v) for v in x], x_label or "x")
+        return RunList(dirs, finite_x(x), x_label or "x")
     if not labels:
         return RunList(dirs)
     return RunList(dirs, xs, x_label or " / ".join(dict.fromkeys(labels)))

@@ -18,6 +18,7 @@ or the member's position.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -158,8 +159,18 @@ def series_x(labels: Sequence[str], given: Optional[Sequence[float]] = None,
     if given is not None:
         if len(given) != len(labels):
             raise NdcoreError(f"--x: {len(given)} values for {len(labels)} members of the series")
-        return [float(v) for v in given], given_label or "x"
+        return finite_x(given), given_label or "x"
     found = [iteration_of(label) for label in labels]
     if len(labels) > 1 and all(v is not None for v in found) and len(set(found)) == len(found):
         return [float(v) for v in found], given_label or "iteration"
     return [float(i) for i in range(len(labels))], given_label or "order"
+
+
+def finite_x(values: Sequence[float]) -> List[float]:
+    """``values`` as x-axis positions: finite numbers (a NaN or infinity has no place on the
+    axis, and would make series.json invalid JSON)."""
+    out = [float(v) for v in values]
+    bad = [v for v in out if not math.isfinite(v)]
+    if bad:
+        raise NdcoreError(f"--x {bad[0]}: x values must be finite numbers")
+    return out
